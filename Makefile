@@ -1,0 +1,36 @@
+# Signet's developer entry points. `make test` is the README's test command; `make check` is CI.
+
+CARGO  ?= cargo
+PYTHON ?= python3
+CRD    := crds/signaturepolicies.signet.dev.yaml
+# The oldest Kubernetes k8s-openapi 0.29 supports, and the newest kubernetes-validate knows.
+KUBE_VERSIONS ?= 1.33.0 1.37.0
+
+.PHONY: build test lint fmt crds manifests check e2e
+
+build:
+	$(CARGO) build --locked
+
+test:
+	$(CARGO) test --locked --all-targets
+	$(CARGO) test --locked --doc
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+# Regenerate the checked-in CRD from the Rust types (a test fails while it is stale).
+crds:
+	$(CARGO) run --locked --quiet -- crd > $(CRD)
+
+# The CRD and examples checked by tools that are not Signet's own.
+manifests:
+	@for v in $(KUBE_VERSIONS); do kubernetes-validate --strict --quiet -k $$v $(CRD) || exit 1; echo "ok   $(CRD) is a valid CustomResourceDefinition for Kubernetes $$v"; done
+	$(PYTHON) hack/crdcheck.py $(CRD) examples/*.yaml examples/invalid/*.yaml
+	$(CARGO) run --locked --quiet -- validate -f examples/
+	@if $(CARGO) run --locked --quiet -- validate -f examples/invalid/ > /dev/null; then echo "FAIL examples/invalid/ passed validation"; exit 1; else echo "ok   every file in examples/invalid/ is refused"; fi
+
+check: lint test manifests

@@ -1,0 +1,803 @@
+//! Offline re-implementation of what kube-apiserver does with a `CustomResourceDefinition`'s
+//! structural `openAPIV3Schema` when a custom resource is created with `kubectl apply`
+//! (field validation `Strict`): prune non-nullable nulls, apply `default`s, refuse unknown
+//! fields, and validate types and value constraints.
+//!
+//! Errors carry apiserver field paths (`spec.channels[1].smtp.port`, `spec.nodeSelector[foo]`)
+//! and apiserver-like messages, so the `validate` CLI can reject a policy file with the same
+//! complaint a cluster would give. `x-kubernetes-validations` (CEL) rules are evaluated
+//! elsewhere; `metadata` gets the `ObjectMeta` checks instead of schema validation, and `status`
+//! is skipped because `kubectl apply` cannot set it once the status subresource is enabled.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use regex::Regex;
+use serde_json::{Map, Value};
+
+/// Values longer than this are cut in messages, so one huge blob doesn't drown the report.
+const MAX_RENDERED: usize = 60;
+const PRESERVE_UNKNOWN: &str = "x-kubernetes-preserve-unknown-fields";
+const DATE_TIME: &str = r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[Tt ]([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\.[0-9]+)?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$";
+const DNS1123_LABEL: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+const DNS1123_SUBDOMAIN: &str =
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+const LABEL_MESSAGE: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character";
+const SUBDOMAIN_MESSAGE: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character";
+
+/// One problem found in an object, located by its field path (e.g. `spec.channels[1].smtp.port`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaError {
+    /// Apiserver-style field path; empty for the object itself.
+    pub path: String,
+    /// Apiserver-like description, e.g. `Required value` or `unknown field "foo"`.
+    pub message: String,
+}
+
+impl fmt::Display for SchemaError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Applies defaults in place then validates; returns every error, in document order.
+///
+/// `schema` is a CRD version's `openAPIV3Schema`; `object` is the whole custom resource.
+pub fn default_and_validate(schema: &Value, object: &mut Value) -> Vec<SchemaError> {
+    let mut validator = Validator::default();
+    validator.walk(schema, object, "");
+    validator.errors
+}
+
+#[derive(Default)]
+struct Validator {
+    /// Compiled `pattern`s; `None` remembers one that does not compile.
+    regexes: HashMap<String, Option<Regex>>,
+    errors: Vec<SchemaError>,
+    /// Above zero while evaluating `allOf`/`anyOf`/`oneOf`/`not` branches, which in structural
+    /// schemas only carry value validations: no defaulting and no unknown-field checks there.
+    branch_depth: usize,
+}
+
+fn flag(schema: &Value, key: &str) -> bool {
+    schema.get(key).and_then(Value::as_bool) == Some(true)
+}
+
+fn child_path(parent: &str, key: &str) -> String {
+    if parent.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{parent}.{key}")
+    }
+}
+
+fn render(value: &Value) -> String {
+    let text = value.to_string();
+    if text.chars().count() <= MAX_RENDERED {
+        return text;
+    }
+    let head: String = text.chars().take(MAX_RENDERED).collect();
+    format!("{head}...")
+}
+
+/// A bound as the API server prints it: `1`, not `1.0`, for whole numbers.
+fn render_number(number: f64) -> String {
+    if number.fract() == 0.0 && number.abs() < 9.0e15 {
+        format!("{}", number as i64)
+    } else {
+        number.to_string()
+    }
+}
+
+fn is_integer(value: &Value) -> bool {
+    // apiserver decodes 3.0 to an integer, so a float with no fraction is one too.
+    value
+        .as_number()
+        .is_some_and(|n| n.is_i64() || n.is_u64() || n.as_f64().is_some_and(|f| f.fract() == 0.0))
+}
+
+fn type_matches(expected: &str, value: &Value) -> bool {
+    match expected {
+        "object" => value.is_object(),
+        "array" => value.is_array(),
+        "string" => value.is_string(),
+        "integer" => is_integer(value),
+        "number" => value.is_number(),
+        "boolean" => value.is_boolean(),
+        // The apiserver refuses such a CRD; the value is not the one to blame.
+        _ => true,
+    }
+}
+
+impl SchemaError {
+    fn new(path: &str, message: impl Into<String>) -> Self {
+        let message = message.into();
+        Self {
+            path: path.to_owned(),
+            message,
+        }
+    }
+}
+
+fn limit(schema: &Value, key: &str) -> Option<u64> {
+    schema.get(key).and_then(Value::as_u64)
+}
+
+fn strings<'a>(schema: &'a Value, key: &str) -> Vec<&'a str> {
+    let list = schema.get(key).and_then(Value::as_array);
+    list.into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect()
+}
+
+impl Validator {
+    fn push(&mut self, path: &str, message: impl Into<String>) {
+        self.errors.push(SchemaError::new(path, message));
+    }
+
+    fn invalid(&mut self, path: &str, value: &Value, detail: &str) {
+        self.push(path, format!("Invalid value: {}: {detail}", render(value)));
+    }
+
+    /// `None` when the pattern does not compile.
+    fn matches(&mut self, pattern: &str, text: &str) -> Option<bool> {
+        let entry = self.regexes.entry(pattern.to_owned());
+        let compiled = entry.or_insert_with(|| Regex::new(pattern).ok());
+        compiled.as_ref().map(|re| re.is_match(text))
+    }
+
+    fn walk(&mut self, schema: &Value, value: &mut Value, path: &str) {
+        if !schema.is_object() || (value.is_null() && flag(schema, "nullable")) {
+            return;
+        }
+        let int_or_string = flag(schema, "x-kubernetes-int-or-string");
+        if int_or_string && !(is_integer(value) || value.is_string()) {
+            return self.invalid(path, value, "must be of type integer or string");
+        }
+        let expected = schema.get("type").and_then(Value::as_str);
+        if let Some(expected) = expected.filter(|t| !int_or_string && !type_matches(t, value)) {
+            return self.invalid(path, value, &format!("must be of type {expected}"));
+        }
+        let allowed = schema.get("enum").and_then(Value::as_array);
+        if let Some(allowed) = allowed.filter(|allowed| !allowed.contains(value)) {
+            let supported: Vec<String> = allowed.iter().map(render).collect();
+            let (value, supported) = (render(value), supported.join(", "));
+            self.push(
+                path,
+                format!("Unsupported value: {value}: supported values: {supported}"),
+            );
+        }
+        match value {
+            Value::Object(map) => self.walk_object(schema, map, path),
+            Value::Array(items) => self.walk_array(schema, items, path),
+            Value::String(_) => self.check_string(schema, value, path),
+            Value::Number(_) => self.check_number(schema, value, path),
+            Value::Bool(_) | Value::Null => {}
+        }
+        self.check_branches(schema, value, path);
+    }
+
+    fn walk_object(&mut self, schema: &Value, map: &mut Map<String, Value>, path: &str) {
+        let properties = schema.get("properties").and_then(Value::as_object);
+        let additional = schema.get("additionalProperties");
+        let value_schema = additional.filter(|a| a.is_object());
+        // The apiserver prunes nulls of non-nullable fields before defaulting, so a default can
+        // take their place and `required` then sees them as missing.
+        map.retain(|key, child| {
+            let child_schema = properties.and_then(|p| p.get(key)).or(value_schema);
+            !child.is_null() || child_schema.is_none_or(|s| flag(s, "nullable"))
+        });
+        let defaulting = self.branch_depth == 0;
+        for (name, property) in properties.into_iter().flatten().filter(|_| defaulting) {
+            if let Some(default) = property.get("default").filter(|_| !map.contains_key(name)) {
+                map.insert(name.clone(), default.clone());
+            }
+        }
+        let root = path.is_empty();
+        let open = flag(schema, PRESERVE_UNKNOWN) || additional == Some(&Value::Bool(true));
+        for (key, child) in map.iter_mut() {
+            if root && key == "metadata" {
+                if self.branch_depth == 0 {
+                    self.check_metadata(child);
+                }
+            } else if root && key == "status" {
+                // The status subresource owns it; apply cannot set it, so it is not validated.
+            } else if let Some(property) = properties.and_then(|p| p.get(key)) {
+                self.walk(property, child, &child_path(path, key));
+            } else if let Some(value_schema) = value_schema {
+                self.walk(value_schema, child, &format!("{path}[{key}]"));
+            } else if !open && self.branch_depth == 0 {
+                self.push(&child_path(path, key), format!("unknown field \"{key}\""));
+            }
+        }
+        for name in strings(schema, "required") {
+            if !map.contains_key(name) {
+                self.push(&child_path(path, name), "Required value");
+            }
+        }
+        if root && self.branch_depth == 0 && !map.contains_key("metadata") {
+            self.check_metadata(&Value::Object(Map::new()));
+        }
+        self.check_size(schema, path, map.len(), "Properties");
+    }
+
+    /// `minItems`/`maxItems` (`kind` "Items") or `minProperties`/`maxProperties`.
+    fn check_size(&mut self, schema: &Value, path: &str, count: usize, kind: &str) {
+        let count = count as u64;
+        if let Some(max) = limit(schema, &format!("max{kind}")).filter(|max| count > *max) {
+            // The apiserver reports both maxima with field.TooMany, which always says "items".
+            self.push(
+                path,
+                format!("Too many: {count}: must have at most {max} items"),
+            );
+        }
+        if let Some(min) = limit(schema, &format!("min{kind}")).filter(|min| count < *min) {
+            let noun = kind.to_lowercase();
+            self.invalid(
+                path,
+                &count.into(),
+                &format!("should have at least {min} {noun}"),
+            );
+        }
+    }
+
+    fn walk_array(&mut self, schema: &Value, items: &mut [Value], path: &str) {
+        self.check_size(schema, path, items.len(), "Items");
+        if let Some(item_schema) = schema.get("items") {
+            for (index, item) in items.iter_mut().enumerate() {
+                self.walk(item_schema, item, &format!("{path}[{index}]"));
+            }
+        }
+        match schema.get("x-kubernetes-list-type").and_then(Value::as_str) {
+            Some("set") => {
+                let values: Vec<_> = items.iter().map(Some).collect();
+                self.report_duplicates(path, &values);
+            }
+            Some("map") => {
+                let keys = strings(schema, "x-kubernetes-list-map-keys");
+                let mut tuples = Vec::with_capacity(items.len());
+                for (index, item) in items.iter().enumerate() {
+                    tuples.push(self.map_key_tuple(&keys, item, &format!("{path}[{index}]")));
+                }
+                let tuples: Vec<_> = tuples.iter().map(Option::as_ref).collect();
+                self.report_duplicates(path, &tuples);
+            }
+            _ => {}
+        }
+    }
+
+    /// The item's list-map key fields as an object, or `None` when it lacks some of them.
+    fn map_key_tuple(&mut self, keys: &[&str], item: &Value, item_path: &str) -> Option<Value> {
+        let fields = item.as_object()?;
+        let mut tuple = Map::new();
+        for &key in keys {
+            if let Some(value) = fields.get(key) {
+                tuple.insert(key.to_owned(), value.clone());
+                continue;
+            }
+            let error = SchemaError::new(&child_path(item_path, key), "Required value");
+            // The item schema's own `required` usually lists the key already.
+            if !self.errors.contains(&error) {
+                self.errors.push(error);
+            }
+        }
+        (tuple.len() == keys.len()).then_some(Value::Object(tuple))
+    }
+
+    fn report_duplicates(&mut self, path: &str, values: &[Option<&Value>]) {
+        for (index, value) in values.iter().enumerate() {
+            let earlier = values.get(..index).unwrap_or_default();
+            if let Some(value) = value.filter(|v| earlier.contains(&Some(*v))) {
+                let message = format!("Duplicate value: {}", render(value));
+                self.push(&format!("{path}[{index}]"), message);
+            }
+        }
+    }
+
+    fn check_string(&mut self, schema: &Value, value: &Value, path: &str) {
+        let Some(text) = value.as_str() else { return };
+        let length = text.chars().count() as u64;
+        if let Some(max) = limit(schema, "maxLength").filter(|max| length > *max) {
+            self.push(path, format!("Too long: may not be longer than {max}"));
+        }
+        if let Some(min) = limit(schema, "minLength").filter(|min| length < *min) {
+            self.invalid(path, value, &format!("should be at least {min} chars long"));
+        }
+        if let Some(pattern) = schema.get("pattern").and_then(Value::as_str) {
+            match self.matches(pattern, text) {
+                Some(true) => {}
+                Some(false) => self.invalid(path, value, &format!("should match '{pattern}'")),
+                None => self.push(path, format!("Internal error: bad pattern '{pattern}'")),
+            }
+        }
+        let format = schema.get("format").and_then(Value::as_str);
+        if format == Some("date-time") && self.matches(DATE_TIME, text) == Some(false) {
+            self.invalid(path, value, "must be an RFC 3339 date-time");
+        }
+    }
+
+    fn check_number(&mut self, schema: &Value, value: &Value, path: &str) {
+        let Some(number) = value.as_f64() else { return };
+        let bounds = [
+            ("minimum", "Minimum", "greater"),
+            ("maximum", "Maximum", "less"),
+        ];
+        for (key, exclusive_key, relation) in bounds {
+            let Some(limit) = schema.get(key).filter(|l| l.is_number()) else {
+                continue;
+            };
+            let bound = limit.as_f64().unwrap_or_default();
+            let exclusive = flag(schema, &format!("exclusive{exclusive_key}"));
+            let beyond = if key == "minimum" {
+                number < bound
+            } else {
+                number > bound
+            };
+            if beyond || (exclusive && number == bound) {
+                let inclusive = if exclusive { "" } else { " or equal to" };
+                let detail = format!(
+                    "should be {relation} than{inclusive} {}",
+                    render_number(bound)
+                );
+                self.invalid(path, value, &detail);
+            }
+        }
+        let factor = schema.get("multipleOf");
+        if let Some(factor) = factor.filter(|f| f.as_f64().is_some_and(|f| f > 0.0)) {
+            let ratio = number / factor.as_f64().unwrap_or(1.0);
+            // Same relative tolerance as kube-openapi, so 0.3 is a multiple of 0.1.
+            if (ratio - ratio.round()).abs() > 1e-9 * ratio.abs().max(1.0) {
+                self.invalid(path, value, &format!("should be a multiple of {factor}"));
+            }
+        }
+    }
+
+    fn check_branches(&mut self, schema: &Value, value: &Value, path: &str) {
+        let branches = |key| schema.get(key).and_then(Value::as_array).map(Vec::as_slice);
+        for branch in branches("allOf").unwrap_or_default() {
+            // A failing allOf branch's own errors say more than "must validate all the schemas".
+            self.branch_depth += 1;
+            self.walk(branch, &mut value.clone(), path);
+            self.branch_depth -= 1;
+        }
+        if let Some(any_of) = branches("anyOf").filter(|b| !b.is_empty())
+            && !any_of.iter().any(|branch| self.passes(branch, value, path))
+        {
+            self.push(path, "must validate at least one schema (anyOf)");
+        }
+        if let Some(one_of) = branches("oneOf").filter(|b| !b.is_empty())
+            && one_of
+                .iter()
+                .filter(|branch| self.passes(branch, value, path))
+                .count()
+                != 1
+        {
+            self.push(path, "must validate one and only one schema (oneOf)");
+        }
+        if let Some(forbidden) = schema.get("not")
+            && self.passes(forbidden, value, path)
+        {
+            self.push(path, "must not validate the schema (not)");
+        }
+    }
+
+    fn passes(&mut self, branch: &Value, value: &Value, path: &str) -> bool {
+        let mark = self.errors.len();
+        self.branch_depth += 1;
+        self.walk(branch, &mut value.clone(), path);
+        self.branch_depth -= 1;
+        let passed = self.errors.len() == mark;
+        self.errors.truncate(mark);
+        passed
+    }
+
+    /// `ObjectMeta` checks the apiserver makes on a custom resource's metadata.
+    fn check_metadata(&mut self, metadata: &Value) {
+        let Some(fields) = metadata.as_object() else {
+            return self.invalid("metadata", metadata, "must be of type object");
+        };
+        let present = |key| {
+            !fields
+                .get(key)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .is_empty()
+        };
+        if !present("name") && !present("generateName") {
+            let message = "Required value: name or generateName is required";
+            self.push("metadata.name", message);
+        }
+        let names = [
+            ("name", 253, DNS1123_SUBDOMAIN, SUBDOMAIN_MESSAGE),
+            ("namespace", 63, DNS1123_LABEL, LABEL_MESSAGE),
+        ];
+        for (key, max_length, pattern, message) in names {
+            let path = format!("metadata.{key}");
+            match fields.get(key) {
+                None | Some(Value::Null) => {}
+                Some(value @ Value::String(text)) => {
+                    if text.len() > max_length {
+                        let detail = format!("must be no more than {max_length} characters");
+                        self.invalid(&path, value, &detail);
+                    }
+                    if !text.is_empty() && self.matches(pattern, text) == Some(false) {
+                        self.invalid(&path, value, message);
+                    }
+                }
+                Some(other) => self.invalid(&path, other, "must be of type string"),
+            }
+        }
+        for key in ["labels", "annotations"] {
+            let path = format!("metadata.{key}");
+            match fields.get(key) {
+                None | Some(Value::Null) => {}
+                Some(Value::Object(entries)) => {
+                    for (name, value) in entries.iter().filter(|(_, v)| !v.is_string()) {
+                        self.invalid(&format!("{path}[{name}]"), value, "must be of type string");
+                    }
+                }
+                Some(other) => self.invalid(&path, other, "must be of type object"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn v(text: &str) -> Value {
+        serde_json::from_str(text).unwrap_or_else(|e| panic!("bad test JSON {text}: {e}"))
+    }
+
+    /// A CRD root schema whose `spec` is `spec_schema`.
+    fn crd(spec_schema: Value) -> Value {
+        let mut root = v(
+            r#"{"type": "object", "properties": {"apiVersion": {"type": "string"},
+            "kind": {"type": "string"}, "metadata": {"type": "object"},
+            "status": {"type": "object", "properties": {"phase": {"type": "string"}}}}}"#,
+        );
+        root["properties"]["spec"] = spec_schema;
+        root
+    }
+
+    /// Validates a resource with `spec`; returns the rendered errors and the defaulted spec.
+    fn run(spec_schema: &str, spec: &str) -> (Vec<String>, Value) {
+        let mut object = json!({"apiVersion": "signet.dev/v1", "kind": "Policy",
+                                "metadata": {"name": "p"}, "spec": v(spec)});
+        let errors = default_and_validate(&crd(v(spec_schema)), &mut object);
+        (
+            errors.iter().map(ToString::to_string).collect(),
+            object["spec"].take(),
+        )
+    }
+
+    fn errors(spec_schema: &str, spec: &str) -> Vec<String> {
+        run(spec_schema, spec).0
+    }
+
+    fn object_errors(object: Value) -> Vec<String> {
+        let schema = crd(v(
+            r#"{"type": "object", "properties": {"n": {"type": "integer"}}}"#,
+        ));
+        let errors = default_and_validate(&schema, &mut { object });
+        errors.iter().map(ToString::to_string).collect()
+    }
+
+    const NONE: [&str; 0] = [];
+
+    #[test]
+    fn defaults_nested_in_defaults_and_in_map_list_items() {
+        let schema = r#"{"type": "object", "properties": {
+            "reminders": {"type": "object", "default": {}, "properties": {
+                "every": {"type": "string", "default": "24h"},
+                "limit": {"type": "object", "default": {"count": 3}, "properties": {
+                    "count": {"type": "integer"}, "unit": {"type": "string", "default": "x"}}}}},
+            "channels": {"type": "array", "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["name"], "items": {"type": "object", "properties": {
+                    "name": {"type": "string"}, "kind": {"type": "string", "default": "email"}}}}}}"#;
+        let (found, spec) = run(schema, r#"{"channels": [{"name": "a"}]}"#);
+        assert_eq!(found, NONE);
+        let want = r#"{"channels": [{"name": "a", "kind": "email"}],
+            "reminders": {"every": "24h", "limit": {"count": 3, "unit": "x"}}}"#;
+        assert_eq!(spec, v(want));
+        let (found, spec) = run(
+            schema,
+            r#"{"reminders": {"every": "1h", "limit": {"count": 1}}}"#,
+        );
+        assert_eq!(found, NONE);
+        assert_eq!(
+            spec,
+            v(r#"{"reminders": {"every": "1h", "limit": {"count": 1, "unit": "x"}}}"#)
+        );
+    }
+
+    #[test]
+    fn null_is_pruned_then_defaulted_or_required() {
+        let schema = r#"{"type": "object", "required": ["a"], "properties": {"a": {"type": "string"},
+            "b": {"type": "string", "default": "d"}, "c": {"type": "string", "nullable": true}}}"#;
+        let (found, spec) = run(schema, r#"{"a": null, "b": null, "c": null}"#);
+        assert_eq!(found, ["spec.a: Required value"]);
+        assert_eq!(spec, v(r#"{"b": "d", "c": null}"#));
+        let list = r#"{"type": "object", "properties": {"l": {"items": {"type": "string"}}}}"#;
+        let message = "spec.l[0]: Invalid value: null: must be of type string";
+        assert_eq!(errors(list, r#"{"l": [null, "ok"]}"#), [message]);
+    }
+
+    #[test]
+    fn unknown_fields_at_depth_in_items_and_preserved() {
+        let schema = r#"{"type": "object", "properties": {
+            "reminders": {"type": "object", "properties": {"every": {"type": "string"}}},
+            "channels": {"type": "array", "items": {"type": "object", "properties": {"name": {}}}},
+            "extra": {"type": "object", "x-kubernetes-preserve-unknown-fields": true,
+                      "properties": {"n": {"type": "integer"}}},
+            "any": {"x-kubernetes-preserve-unknown-fields": true}}}"#;
+        let spec = r#"{"reminders": {"every": "1h", "foo": {"deep": 1}}, "bogus": 1,
+            "channels": [{"name": "a"}, {"nmae": "b"}], "extra": {"free": [{"x": 2}], "n": "1"},
+            "any": [1, "two", {"three": 3}]}"#;
+        assert_eq!(
+            errors(schema, spec),
+            [
+                r#"spec.bogus: unknown field "bogus""#,
+                r#"spec.channels[1].nmae: unknown field "nmae""#,
+                r#"spec.extra.n: Invalid value: "1": must be of type integer"#,
+                r#"spec.reminders.foo: unknown field "foo""#,
+            ]
+        );
+    }
+
+    #[test]
+    fn additional_properties() {
+        let schema = r#"{"type": "object", "properties": {"free": {"additionalProperties": true},
+            "nodeSelector": {"type": "object", "additionalProperties": {"maxLength": 3}}}}"#;
+        let spec = r#"{"nodeSelector": {"foo": "long!", "ok": "yes"}, "free": {"a": [1]}}"#;
+        let message = "spec.nodeSelector[foo]: Too long: may not be longer than 3";
+        assert_eq!(errors(schema, spec), [message]);
+    }
+
+    /// One case a line: schema of `spec.x` | a value it accepts | one it rejects | the message.
+    const CONSTRAINTS: &str = r#"
+        {"properties": {"a": {}, "b": {}}, "required": ["a"]} | {"a": 1} | {} | spec.x.a: Required value
+        {"enum": ["a", "b", "c"]} | "b" | "x" | spec.x: Unsupported value: "x": supported values: "a", "b", "c"
+        {"type": "string", "maxLength": 3} | "ñññ" | "abcd" | spec.x: Too long: may not be longer than 3
+        {"type": "string", "minLength": 1} | "🦀" | "" | spec.x: Invalid value: "": should be at least 1 chars long
+        {"type": "string", "pattern": "^[a-z]+$"} | "ab" | "A" | spec.x: Invalid value: "A": should match '^[a-z]+$'
+        {"pattern": "("} | 1 | "a" | spec.x: Internal error: bad pattern '('
+        {"format": "date-time"} | "2024-02-29T10:00:00.5+01:00" | "2024-13-01T00:00:00Z" | spec.x: Invalid value: "2024-13-01T00:00:00Z": must be an RFC 3339 date-time
+        {"type": "string", "format": "email"} | "any" | 1 | spec.x: Invalid value: 1: must be of type string
+        {"type": "integer", "minimum": 1} | 1 | 0 | spec.x: Invalid value: 0: should be greater than or equal to 1
+        {"type": "integer", "maximum": 100} | 100 | 101 | spec.x: Invalid value: 101: should be less than or equal to 100
+        {"minimum": 1, "exclusiveMinimum": true} | 1.5 | 1 | spec.x: Invalid value: 1: should be greater than 1
+        {"maximum": 2.5, "exclusiveMaximum": true} | 2 | 2.5 | spec.x: Invalid value: 2.5: should be less than 2.5
+        {"type": "number", "multipleOf": 0.1} | 0.3 | 0.35 | spec.x: Invalid value: 0.35: should be a multiple of 0.1
+        {"type": "integer"} | 3.0 | 3.5 | spec.x: Invalid value: 3.5: must be of type integer
+        {"type": "number"} | 3 | "3" | spec.x: Invalid value: "3": must be of type number
+        {"type": "boolean"} | false | [true] | spec.x: Invalid value: [true]: must be of type boolean
+        {"type": "object"} | {} | "{}" | spec.x: Invalid value: "{}": must be of type object
+        {"type": "array"} | [] | {} | spec.x: Invalid value: {}: must be of type array
+        {"x-kubernetes-int-or-string": true} | "50%" | true | spec.x: Invalid value: true: must be of type integer or string
+        {"x-kubernetes-int-or-string": true, "pattern": "%$"} | 3 | "5" | spec.x: Invalid value: "5": should match '%$'
+        {"type": "string", "nullable": true, "minLength": 2} | null | "a" | spec.x: Invalid value: "a": should be at least 2 chars long
+        {"type": "array", "minItems": 1} | [1] | [] | spec.x: Invalid value: 0: should have at least 1 items
+        {"type": "array", "maxItems": 1} | [1] | [1, 2] | spec.x: Too many: 2: must have at most 1 items
+        {"items": {"minimum": 0}} | [0] | [1, -1] | spec.x[1]: Invalid value: -1: should be greater than or equal to 0
+        {"additionalProperties": {}, "minProperties": 1} | {"a": 1} | {} | spec.x: Invalid value: 0: should have at least 1 properties
+        {"additionalProperties": {}, "maxProperties": 1} | {"a": 1} | {"a": 1, "b": 2} | spec.x: Too many: 2: must have at most 1 items
+        {"properties": {"a": {}, "b": {}}, "anyOf": [{"required": ["a"]}, {"required": ["b"]}]} | {"b": 1} | {} | spec.x: must validate at least one schema (anyOf)
+        {"properties": {"a": {}, "b": {}}, "oneOf": [{"required": ["a"]}, {"required": ["b"]}]} | {"a": 1} | {"a": 1, "b": 2} | spec.x: must validate one and only one schema (oneOf)
+        {"properties": {"a": {}, "b": {}}, "oneOf": [{"required": ["a"]}, {"required": ["b"]}]} | {"b": 1} | {} | spec.x: must validate one and only one schema (oneOf)
+        {"properties": {"a": {}, "b": {}}, "not": {"required": ["a", "b"]}} | {"a": 1} | {"a": 1, "b": 2} | spec.x: must not validate the schema (not)
+        {"properties": {"a": {}, "b": {}}, "allOf": [{"required": ["a"]}, {"properties": {"b": {"maxLength": 1}}}]} | {"a": 1, "b": "2"} | {"a": 1, "b": "22"} | spec.x.b: Too long: may not be longer than 1
+        {"x-kubernetes-list-type": "set"} | [1, "1", [1]] | [[1], 2, [1]] | spec.x[2]: Duplicate value: [1]
+        {"type": "integer"} | 1 | "yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy" | spec.x: Invalid value: "yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy...: must be of type integer
+    "#;
+
+    #[test]
+    fn constraints_accept_and_reject() {
+        let lines = CONSTRAINTS
+            .lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty());
+        for line in lines {
+            let [schema, good, bad, message] = line.splitn(4, " | ").collect::<Vec<_>>()[..] else {
+                panic!("malformed case {line}");
+            };
+            let (schema, good, bad) = (v(schema), v(good), v(bad));
+            let schema = json!({"type": "object", "properties": {"x": schema}}).to_string();
+            let accepted = errors(&schema, &json!({"x": good}).to_string());
+            assert_eq!(accepted, NONE, "{line}");
+            assert_eq!(
+                errors(&schema, &json!({"x": bad}).to_string()),
+                [message],
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
+    fn list_map_keys_and_duplicates() {
+        let schema = r#"{"type": "object", "properties": {"x": {"type": "array",
+            "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"],
+            "items": {"type": "object", "properties": {"name": {}, "port": {"default": 1}}}}}}"#;
+        let (found, spec) = run(
+            schema,
+            r#"{"x": [{"name": "a"}, {"name": "b", "port": 2}]}"#,
+        );
+        assert_eq!(
+            (found, spec),
+            (
+                vec![],
+                v(r#"{"x": [{"name": "a", "port": 1}, {"name": "b", "port": 2}]}"#)
+            )
+        );
+        let spec = r#"{"x": [{"name": "a"}, {"port": 2}, {"name": "a", "port": 3}]}"#;
+        assert_eq!(
+            errors(schema, spec),
+            [
+                "spec.x[1].name: Required value",
+                r#"spec.x[2]: Duplicate value: {"name":"a"}"#,
+            ]
+        );
+        let required = schema.replace(
+            r#""type": "object", "properties": {"name""#,
+            r#""required": ["name"], "properties": {"name""#,
+        );
+        assert_eq!(
+            errors(&required, r#"{"x": [{}]}"#),
+            ["spec.x[0].name: Required value"]
+        );
+    }
+
+    #[test]
+    fn metadata_checks() {
+        let ok = json!({"metadata": {"name": "a.b-c", "namespace": "ns-1", "labels": {"a": "b"}}});
+        assert_eq!(object_errors(ok), NONE);
+        assert_eq!(
+            object_errors(json!({"metadata": {"generateName": "p-", "other": [1]}})),
+            NONE
+        );
+        let required = "metadata.name: Required value: name or generateName is required";
+        assert_eq!(object_errors(json!({"metadata": {"name": ""}})), [required]);
+        assert_eq!(object_errors(json!({"spec": {}})), [required]);
+        assert_eq!(object_errors(json!({"metadata": null})), [required]);
+        let message = r#"metadata: Invalid value: "x": must be of type object"#;
+        assert_eq!(object_errors(json!({"metadata": "x"})), [message]);
+        let bad = json!({"metadata": {"name": "Foo_Bar", "namespace": "a.b",
+                                      "labels": {"n": 1}, "annotations": []}});
+        assert_eq!(
+            object_errors(bad),
+            [
+                format!(r#"metadata.name: Invalid value: "Foo_Bar": {SUBDOMAIN_MESSAGE}"#),
+                format!(r#"metadata.namespace: Invalid value: "a.b": {LABEL_MESSAGE}"#),
+                "metadata.labels[n]: Invalid value: 1: must be of type string".to_owned(),
+                "metadata.annotations: Invalid value: []: must be of type object".to_owned(),
+            ]
+        );
+        let long = json!({"metadata": {"name": "a".repeat(254), "namespace": 7}});
+        let name = "a".repeat(59);
+        assert_eq!(
+            object_errors(long),
+            [
+                format!(
+                    r#"metadata.name: Invalid value: "{name}...: must be no more than 253 characters"#
+                ),
+                "metadata.namespace: Invalid value: 7: must be of type string".to_owned(),
+            ]
+        );
+    }
+
+    #[test]
+    fn status_is_ignored_and_root_errors_have_no_path() {
+        let status = json!({"metadata": {"name": "p"}, "status": {"phase": 3, "bogus": true}});
+        assert_eq!(object_errors(status), NONE);
+        assert_eq!(
+            object_errors(json!([1])),
+            ["Invalid value: [1]: must be of type object"]
+        );
+        let unknown = json!({"metadata": {"name": "p"}, "foo": 1});
+        assert_eq!(object_errors(unknown), [r#"foo: unknown field "foo""#]);
+    }
+
+    #[test]
+    fn several_errors_in_document_order() {
+        let schema = r#"{"type": "object", "required": ["z", "to"], "properties": {
+            "to": {"type": "string"}, "z": {"type": "string"},
+            "channels": {"type": "array", "items": {"type": "object", "properties": {
+                "smtp": {"type": "object", "properties": {"port": {"maximum": 65535}}}}}}}}"#;
+        let spec = r#"{"channels": [{"smtp": {"port": 1}}, {"smtp": {"port": 70000, "tls": 1}}], "oops": 1}"#;
+        assert_eq!(
+            errors(schema, spec),
+            [
+                "spec.channels[1].smtp.port: Invalid value: 70000: should be less than or equal to 65535",
+                r#"spec.channels[1].smtp.tls: unknown field "tls""#,
+                r#"spec.oops: unknown field "oops""#,
+                "spec.z: Required value",
+                "spec.to: Required value",
+            ]
+        );
+    }
+
+    #[test]
+    fn each_pattern_compiles_once_per_call() {
+        let schema = json!({"items": {"pattern": "^a", "format": "date-time"}});
+        let mut validator = Validator::default();
+        validator.walk(&schema, &mut json!(["a", "b", "c"]), "l");
+        assert_eq!((validator.regexes.len(), validator.errors.len()), (2, 5));
+    }
+
+    #[test]
+    fn odd_values_never_panic() {
+        let spec_schema = v(r#"{"type": "object", "properties": {
+            "a": {"type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["k"],
+                  "maxItems": 3, "items": {"type": "object", "properties": {
+                      "k": {"x-kubernetes-int-or-string": true}, "v": {"type": "number", "multipleOf": 0.5}}}},
+            "s": {"type": "array", "x-kubernetes-list-type": "set",
+                  "items": {"type": "string", "pattern": "^\\w+$", "format": "date-time"}},
+            "m": {"type": "object", "default": {"b": true},
+                  "additionalProperties": {"type": "boolean", "nullable": true}},
+            "p": {"type": "object", "x-kubernetes-preserve-unknown-fields": true, "minProperties": 2,
+                  "properties": {"k": {"type": "integer", "enum": [1, 2]}}},
+            "k": {"type": "string", "maxLength": 2}},
+            "anyOf": [{"required": ["a"]}, {"not": {"required": ["s"]}}],
+            "oneOf": [{"required": ["k"]}, {"required": ["m"]}]}"#);
+        let schema = crd(spec_schema.clone());
+        let leaves = [
+            json!(null),
+            json!(true),
+            json!(i64::MIN),
+            json!(u64::MAX),
+            json!(1e308),
+            json!(-0.5),
+            json!(""),
+            json!("ñ🦀\u{0}"),
+            json!("2024-01-01T00:00:00Z"),
+        ];
+        let keys = ["a", "s", "m", "p", "k", "v", "b", "metadata", "🦀"];
+        let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move |bound: usize| {
+            // xorshift: deterministic, so a failure reproduces.
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % bound as u64) as usize
+        };
+        fn build(
+            depth: usize,
+            next: &mut dyn FnMut(usize) -> usize,
+            leaves: &[Value],
+            keys: &[&str],
+        ) -> Value {
+            match if depth == 0 { 0 } else { next(3) } {
+                0 => leaves[next(leaves.len())].clone(),
+                1 => (0..next(4))
+                    .map(|_| build(depth - 1, next, leaves, keys))
+                    .collect(),
+                _ => Value::Object(
+                    (0..next(5))
+                        .map(|_| {
+                            (
+                                keys[next(keys.len())].to_owned(),
+                                build(depth - 1, next, leaves, keys),
+                            )
+                        })
+                        .collect(),
+                ),
+            }
+        }
+        for _ in 0..400 {
+            let value = build(4, &mut next, &leaves, &keys);
+            let mut object = json!({"metadata": value.clone(), "spec": value.clone()});
+            let _ = default_and_validate(&schema, &mut object);
+            let _ = default_and_validate(&spec_schema, &mut value.clone());
+            // Garbage schemas must not panic either.
+            let _ = default_and_validate(&value, &mut spec_schema.clone());
+            let _ = default_and_validate(&value, &mut value.clone());
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! One function per subcommand; `main.rs` parses arguments and calls these.
+
+pub mod validate;
+
+use std::io::Write;
+
+/// `signet crd`: print the CustomResourceDefinition generated from the Rust types.
+pub fn crd(out: &mut impl Write) -> std::io::Result<()> {
+    out.write_all(crate::crd::definition_yaml().as_bytes())
+}
