@@ -93,3 +93,69 @@ fn the_schema_carries_defaults_bounds_and_cel_rules() {
             .contains("metadata.name.size() <= 63")
     );
 }
+
+/// Every rule and messageExpression compiles, uses only the variables CRD rules may use, and
+/// stays within the API server's cost budget by kube's estimate (bounded lists and strings).
+#[test]
+fn every_cel_rule_compiles_and_fits_the_cost_budget() {
+    use kube::core::cel::{ScopeContext, WarningKind, analyze_rule, compile_schema};
+
+    fn walk(
+        schema: &serde_json::Value,
+        path: &str,
+        found: &mut Vec<(String, serde_json::Value, String)>,
+    ) {
+        for rule in schema
+            .get("x-kubernetes-validations")
+            .and_then(|r| r.as_array())
+            .into_iter()
+            .flatten()
+        {
+            found.push((
+                path.to_owned(),
+                schema.clone(),
+                rule["rule"].as_str().unwrap().to_owned(),
+            ));
+        }
+        for (name, child) in schema
+            .get("properties")
+            .and_then(|p| p.as_object())
+            .into_iter()
+            .flatten()
+        {
+            walk(child, &format!("{path}.{name}"), found);
+        }
+        if let Some(items) = schema.get("items") {
+            walk(items, &format!("{path}[]"), found);
+        }
+    }
+
+    let crd = serde_json::to_value(definition()).unwrap();
+    let root = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+    let compiled = compile_schema(root);
+    assert!(
+        !compiled.has_errors(),
+        "CEL compilation errors: {:?}",
+        compiled.compilation_errors()
+    );
+    let mut rules = Vec::new();
+    walk(root, "", &mut rules);
+    assert!(rules.len() >= 15, "rules found: {}", rules.len());
+    for (path, schema, rule) in &rules {
+        let warnings: Vec<_> =
+            analyze_rule(rule, &compile_schema(schema), ScopeContext::CrdValidation)
+                .into_iter()
+                // kube-cel's scope check does not see variables bound by nested macros
+                // (`all(c, ... filter(d, ...))`); a variable bound as `(v, ` is legal.
+                .filter(|w| {
+                    let bound = w
+                        .message
+                        .split('\'')
+                        .nth(1)
+                        .is_some_and(|v| rule.contains(&format!("({v}, ")));
+                    !(w.kind == WarningKind::WrongScope && bound)
+                })
+                .collect();
+        assert!(warnings.is_empty(), "{path}: {rule}\n{warnings:#?}");
+    }
+}
