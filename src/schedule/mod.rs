@@ -23,6 +23,7 @@ mod tests;
 pub use parse::{Field, ScheduleError};
 use parse::{parse_descriptor, parse_field};
 
+/// A parsed CronJob schedule: either five cron fields or an `@every` interval.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Schedule {
     /// Bit n set = fires at minute n (0-59).

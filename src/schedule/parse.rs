@@ -136,8 +136,7 @@ pub enum ScheduleError {
     TooManySlashes(Field, String),
 }
 
-/// A parsed CronJob schedule: either five cron fields or an `@every` interval.
-
+/// Parses `@hourly` and friends (as their five-field equivalents) and `@every <interval>`.
 pub(super) fn parse_descriptor(spec: &str) -> Result<Schedule, ScheduleError> {
     let equivalent = match spec {
         "@yearly" | "@annually" => "0 0 1 1 *",
