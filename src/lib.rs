@@ -5,6 +5,7 @@
 //! building blocks; `src/main.rs` only parses arguments and dispatches.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod admission;
 pub mod commands;
