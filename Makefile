@@ -31,6 +31,9 @@ manifests:
 	@for v in $(KUBE_VERSIONS); do kubernetes-validate --strict --quiet -k $$v $(CRD) || exit 1; echo "ok   $(CRD) is a valid CustomResourceDefinition for Kubernetes $$v"; done
 	$(PYTHON) hack/crdcheck.py $(CRD) examples/*.yaml examples/invalid/*.yaml
 	$(CARGO) run --locked --quiet -- validate -f examples/
+	@mkdir -p target/manifests
+	@for f in examples/*.yaml; do $(CARGO) run --locked --quiet -- render -f $$f > target/manifests/$$(basename $$f) || exit 1; done
+	@for v in $(KUBE_VERSIONS); do kubernetes-validate --strict --quiet -k $$v target/manifests/*.yaml || exit 1; echo "ok   signet render output of every example is valid for Kubernetes $$v"; done
 	@if $(CARGO) run --locked --quiet -- validate -f examples/invalid/ > /dev/null; then echo "FAIL examples/invalid/ passed validation"; exit 1; else echo "ok   every file in examples/invalid/ is refused"; fi
 
 check: lint test manifests

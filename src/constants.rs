@@ -32,3 +32,61 @@ pub const SECRET_ENV_PREFIX: &str = "SIGNET_SECRET_";
 
 /// The SendGrid endpoint used when a channel does not name one.
 pub const SENDGRID_DEFAULT_ENDPOINT: &str = "https://api.sendgrid.com/v3/mail/send";
+
+/// Field manager of every server-side apply the controller makes.
+pub const FIELD_MANAGER: &str = "signet-controller";
+/// Name the controller reports in Events.
+pub const EVENT_REPORTER: &str = "signet-controller";
+/// Annotation asking the controller to start a run now: `reminders` or `timeouts`.
+pub const ANNOTATION_RUN_NOW: &str = "signet.dev/run-now";
+/// Annotation `kubectl create job --from=cronjob/...` also sets; marks manual runs.
+pub const ANNOTATION_INSTANTIATE: &str = "cronjob.kubernetes.io/instantiate";
+/// Label naming the part of Signet an object belongs to (`reminders`, `timeouts`, `worker`).
+pub const LABEL_COMPONENT: &str = "app.kubernetes.io/component";
+/// Label naming the application.
+pub const LABEL_NAME: &str = "app.kubernetes.io/name";
+/// Label Kubernetes puts on a Job's pods, naming the Job.
+pub const LABEL_JOB_NAME: &str = "batch.kubernetes.io/job-name";
+/// Name of the worker container in every Job.
+pub const WORKER_CONTAINER: &str = "worker";
+
+/// Environment variable carrying the policy spec (JSON) into a worker.
+pub const ENV_POLICY: &str = "SIGNET_POLICY";
+/// Environment variable carrying `<namespace>/<name>` of the policy.
+pub const ENV_POLICY_REF: &str = "SIGNET_POLICY_REF";
+/// Environment variable carrying the policy's `metadata.generation`.
+pub const ENV_POLICY_GENERATION: &str = "SIGNET_POLICY_GENERATION";
+/// Environment variable carrying the name of the worker's Job.
+pub const ENV_JOB_NAME: &str = "SIGNET_JOB_NAME";
+
+/// Condition reasons.
+pub mod reason {
+    /// Ready: the CronJobs and RBAC match the policy.
+    pub const RECONCILED: &str = "Reconciled";
+    /// Ready: semantic validation failed; nothing was changed.
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// Ready: applying the desired objects failed; retrying.
+    pub const APPLY_FAILED: &str = "ApplyFailed";
+    /// Suspended: `spec.suspend` is true.
+    pub const SUSPENDED: &str = "Suspended";
+    /// Suspended: the CronJobs run on schedule.
+    pub const ACTIVE: &str = "Active";
+}
+
+/// Event reasons.
+pub mod event {
+    /// CronJobs or RBAC were created or changed.
+    pub const APPLIED: &str = "Applied";
+    /// A section was disabled and its CronJob deleted.
+    pub const PRUNED: &str = "Pruned";
+    /// Semantic validation failed.
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// A manual run was started from the run-now annotation.
+    pub const MANUAL_RUN: &str = "ManualRunStarted";
+    /// The run-now annotation named no enabled section.
+    pub const MANUAL_RUN_REFUSED: &str = "ManualRunRefused";
+}
+
+/// Worker image when `--worker-image` is not given: this release of Signet's own image.
+pub const DEFAULT_WORKER_IMAGE: &str =
+    concat!("ghcr.io/signet-dev/signet:", env!("CARGO_PKG_VERSION"));

@@ -10,6 +10,7 @@
 pub mod admission;
 pub mod commands;
 pub mod constants;
+pub mod controller;
 pub mod crd;
 pub mod duration;
 pub mod schedule;

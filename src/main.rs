@@ -55,6 +55,45 @@ enum Command {
         #[arg(short = 'o', long, env = "SIGNET_VALIDATE_OUTPUT", value_enum, default_value_t = commands::validate::OutputFormat::Text)]
         output: commands::validate::OutputFormat,
     },
+    /// Print, offline, the CronJobs and RBAC the controller would apply for a policy file.
+    Render {
+        /// The policy file.
+        #[arg(short = 'f', long = "filename", env = "SIGNET_RENDER_FILE")]
+        file: PathBuf,
+
+        /// Namespace for a policy that names none.
+        #[arg(
+            short = 'n',
+            long,
+            env = "SIGNET_RENDER_NAMESPACE",
+            default_value = "default"
+        )]
+        namespace: String,
+
+        #[command(flatten)]
+        worker: WorkerArgs,
+    },
+}
+
+/// How the worker Jobs run; shared by `controller` and `render`.
+#[derive(clap::Args, Debug)]
+struct WorkerArgs {
+    /// Image of the worker Jobs (the controller's own image).
+    #[arg(long, env = "SIGNET_WORKER_IMAGE", default_value = signet::constants::DEFAULT_WORKER_IMAGE)]
+    worker_image: String,
+
+    /// imagePullPolicy of the worker container (Always, IfNotPresent, Never); Kubernetes' default if unset.
+    #[arg(long, env = "SIGNET_WORKER_IMAGE_PULL_POLICY", value_parser = ["Always", "IfNotPresent", "Never"])]
+    worker_image_pull_policy: Option<String>,
+}
+
+impl WorkerArgs {
+    fn settings(self) -> signet::controller::build::WorkerSettings {
+        signet::controller::build::WorkerSettings {
+            image: self.worker_image,
+            image_pull_policy: self.worker_image_pull_policy,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -91,6 +130,14 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::FAILURE
             })
+        }
+        Command::Render {
+            file,
+            namespace,
+            worker,
+        } => {
+            commands::render::render(&file, &namespace, &worker.settings(), &mut stdout)?;
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

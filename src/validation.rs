@@ -493,3 +493,58 @@ spec:
         assert_eq!(secret.env_var(), "SIGNET_SECRET_ENROLLMENT_DB_URL_V2");
     }
 }
+
+/// A policy that passed semantic validation, with what validation parsed kept for the builders.
+#[derive(Debug, Clone)]
+pub struct ValidPolicy {
+    /// `metadata.name`.
+    pub name: String,
+    /// `metadata.namespace`.
+    pub namespace: String,
+    /// The policy itself, for owner references and the spec.
+    pub policy: crate::crd::SignaturePolicy,
+    /// The zone of `spec.timeZone`.
+    pub time_zone: chrono_tz::Tz,
+    /// `spec.reminders.schedule`, parsed, when reminders are enabled.
+    pub reminders_schedule: Option<Schedule>,
+    /// `spec.timeout.schedule`, parsed, when timeouts are enabled.
+    pub timeout_schedule: Option<Schedule>,
+}
+
+impl ValidPolicy {
+    /// Validates `policy`; `Err` carries every problem.
+    pub fn new(policy: &crate::crd::SignaturePolicy) -> Result<Self, Vec<FieldError>> {
+        validate(&policy.spec)?;
+        let mut errors = Vec::new();
+        let name = policy.metadata.name.clone().unwrap_or_default();
+        let namespace = policy.metadata.namespace.clone().unwrap_or_default();
+        if name.is_empty() {
+            errors.push(FieldError::new("metadata.name", "Required value"));
+        }
+        if namespace.is_empty() {
+            errors.push(FieldError::new(
+                "metadata.namespace",
+                "Required value: SignaturePolicy is namespaced",
+            ));
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let spec = &policy.spec;
+        // validate() has parsed all three, so these cannot fail.
+        let parse = |s: &str| s.parse::<Schedule>().ok();
+        Ok(Self {
+            name,
+            namespace,
+            time_zone: spec.time_zone.parse().unwrap_or(chrono_tz::UTC),
+            reminders_schedule: spec.reminders.as_ref().and_then(|r| parse(&r.schedule)),
+            timeout_schedule: spec.timeout.as_ref().and_then(|t| parse(&t.schedule)),
+            policy: policy.clone(),
+        })
+    }
+
+    /// The spec.
+    pub fn spec(&self) -> &SignaturePolicySpec {
+        &self.policy.spec
+    }
+}

@@ -1,0 +1,6 @@
+//! `signet controller`: reconciles each SignaturePolicy into owned worker CronJobs and RBAC, as a
+//! pipeline of named steps: validate (pure) → build desired objects (pure) → apply (server-side
+//! apply, only what differs) → prune (by label) → status (only when it changed).
+
+pub mod build;
+pub mod names;
