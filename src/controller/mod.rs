@@ -3,4 +3,10 @@
 //! apply, only what differs) → prune (by label) → status (only when it changed).
 
 pub mod build;
+pub mod error;
+pub mod metrics;
 pub mod names;
+pub mod reconcile;
+pub mod status;
+
+pub use error::Error;

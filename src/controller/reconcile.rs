@@ -1,0 +1,573 @@
+//! One reconcile of one policy: validate → build → apply (only what differs from the cache) →
+//! prune → manual run → status (only when it changed) → events on transitions.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Client, Resource, ResourceExt};
+use rand::Rng;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use super::build::{self, Desired, WorkerSettings};
+use super::error::Error;
+use super::metrics::Metrics;
+use super::names::{self, Section};
+use super::status::{self, Outcome};
+use crate::constants::{
+    ANNOTATION_INSTANTIATE, ANNOTATION_RUN_NOW, FIELD_MANAGER, LABEL_POLICY, event,
+};
+use crate::crd::SignaturePolicy;
+use crate::validation::ValidPolicy;
+
+/// How long a healthy policy waits before it is looked at again without any change.
+pub const RESYNC: Duration = Duration::from_secs(3_600);
+/// First retry after a transient error.
+pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
+/// Longest wait between retries.
+pub const BACKOFF_CAP: Duration = Duration::from_secs(300);
+
+/// Caches of the objects the controller owns, kept current by watches; reconciles read them
+/// instead of the API.
+#[derive(Clone)]
+pub struct Stores {
+    /// Worker CronJobs.
+    pub cron_jobs: Store<CronJob>,
+    /// Worker ServiceAccounts.
+    pub service_accounts: Store<ServiceAccount>,
+    /// Worker Roles.
+    pub roles: Store<Role>,
+    /// Worker RoleBindings.
+    pub role_bindings: Store<RoleBinding>,
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    /// The API client.
+    pub client: Client,
+    /// Publishes Events.
+    pub recorder: Recorder,
+    /// How worker containers run.
+    pub settings: WorkerSettings,
+    /// Caches of owned objects.
+    pub stores: Stores,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Consecutive failures per policy, for backoff.
+    failures: Mutex<HashMap<ObjectRef<SignaturePolicy>, u32>>,
+}
+
+impl Context {
+    /// A context for reconciles.
+    pub fn new(
+        client: Client,
+        recorder: Recorder,
+        settings: WorkerSettings,
+        stores: Stores,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            client,
+            recorder,
+            settings,
+            stores,
+            metrics,
+            failures: Mutex::default(),
+        }
+    }
+
+    fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectRef<SignaturePolicy>, u32>> {
+        self.failures.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Reconciles one policy; the entry point given to kube's `Controller`.
+pub async fn reconcile(policy: Arc<SignaturePolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = reconcile_policy(&policy, &ctx).await;
+    let key = format!(
+        "{}/{}",
+        policy.namespace().unwrap_or_default(),
+        policy.name_any()
+    );
+    match result {
+        Ok((action, ready)) => {
+            ctx.metrics
+                .reconciled(if ready { "success" } else { "invalid" }, started.elapsed());
+            ctx.metrics.policy_ready(&key, Some(ready));
+            ctx.failures().remove(&ObjectRef::from_obj(policy.as_ref()));
+            Ok(action)
+        }
+        Err(err) => {
+            ctx.metrics.reconciled("error", started.elapsed());
+            tracing::debug!(policy = %key, error = %err, "reconcile failed");
+            Err(err)
+        }
+    }
+}
+
+/// Retry policy for failed reconciles: per-object exponential backoff with jitter.
+pub fn error_policy(policy: Arc<SignaturePolicy>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.failed(error.reason());
+    if !error.is_transient() {
+        tracing::error!(policy = %policy.name_any(), %error, "reconcile failed permanently");
+        return Action::await_change();
+    }
+    let attempt = {
+        let mut failures = ctx.failures();
+        let count = failures
+            .entry(ObjectRef::from_obj(policy.as_ref()))
+            .or_insert(0);
+        *count += 1;
+        *count
+    };
+    let delay = backoff(attempt, rand::rng().random_range(0.8..1.2));
+    tracing::warn!(policy = %policy.name_any(), %error, attempt, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// The wait before retry `attempt` (from 1): doubling from [`BACKOFF_BASE`], capped at
+/// [`BACKOFF_CAP`], scaled by `jitter` (about 0.8 to 1.2) so failing objects spread out.
+pub fn backoff(attempt: u32, jitter: f64) -> Duration {
+    let exponential = BACKOFF_BASE.saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
+    exponential
+        .min(BACKOFF_CAP)
+        .mul_f64(jitter.clamp(0.5, 1.5))
+        .min(BACKOFF_CAP)
+}
+
+/// The pipeline; `Ok((action, ready))`.
+async fn reconcile_policy(
+    policy: &SignaturePolicy,
+    ctx: &Context,
+) -> Result<(Action, bool), Error> {
+    let namespace = policy
+        .namespace()
+        .ok_or(Error::MissingMetadata("namespace"))?;
+    if policy.metadata.deletion_timestamp.is_some() {
+        // Owner references let the garbage collector remove what the policy owned.
+        return Ok((Action::await_change(), false));
+    }
+    let last_schedule = observed_schedules(policy, ctx);
+    let now = Time(jiff::Timestamp::now());
+    let valid = match ValidPolicy::new(policy) {
+        Ok(valid) => valid,
+        Err(problems) => {
+            let computed =
+                status::compute(policy, &Outcome::Invalid(problems), &last_schedule, &now);
+            let was_invalid = policy
+                .status
+                .as_ref()
+                .and_then(|s| {
+                    s.conditions
+                        .iter()
+                        .find(|c| c.type_ == computed.ready().type_)
+                })
+                .is_some_and(|c| {
+                    c.reason == computed.ready().reason && c.message == computed.ready().message
+                });
+            patch_status(policy, &namespace, &computed, ctx).await?;
+            if !was_invalid {
+                publish(
+                    ctx,
+                    policy,
+                    EventType::Warning,
+                    event::INVALID_SPEC,
+                    "Validate",
+                    computed.ready().message.clone(),
+                )
+                .await;
+            }
+            return Ok((Action::await_change(), false));
+        }
+    };
+
+    let desired = build::desired(&valid, &ctx.settings);
+    let changed = apply_all(&desired, &namespace, ctx).await?;
+    let pruned = prune(&valid, &desired, ctx).await?;
+    if let Some(request) = policy.annotations().get(ANNOTATION_RUN_NOW) {
+        run_now(policy, &desired, request, ctx).await?;
+    }
+
+    let cron_jobs = desired
+        .cron_jobs
+        .iter()
+        .map(|(s, cj)| (*s, cj.name_any()))
+        .collect();
+    let computed = status::compute(
+        policy,
+        &Outcome::Reconciled(cron_jobs),
+        &last_schedule,
+        &now,
+    );
+    patch_status(policy, &namespace, &computed, ctx).await?;
+    if !changed.is_empty() {
+        let note = format!("applied {}", changed.join(", "));
+        publish(
+            ctx,
+            policy,
+            EventType::Normal,
+            event::APPLIED,
+            "Apply",
+            note,
+        )
+        .await;
+    }
+    if !pruned.is_empty() {
+        let note = format!("deleted {} (section disabled)", pruned.join(", "));
+        publish(ctx, policy, EventType::Normal, event::PRUNED, "Prune", note).await;
+    }
+    Ok((Action::requeue(RESYNC), true))
+}
+
+/// Last schedule times of the policy's CronJobs, from the cache.
+fn observed_schedules(policy: &SignaturePolicy, ctx: &Context) -> BTreeMap<Section, Time> {
+    let namespace = policy.namespace().unwrap_or_default();
+    Section::ALL
+        .into_iter()
+        .filter_map(|section| {
+            let name = names::cronjob(&policy.name_any(), section);
+            let cron_job = ctx
+                .stores
+                .cron_jobs
+                .get(&ObjectRef::new(&name).within(&namespace))?;
+            let time = cron_job.status.as_ref()?.last_schedule_time.clone()?;
+            Some((section, time))
+        })
+        .collect()
+}
+
+/// Applies every desired object that differs from its cached copy; returns what was written.
+async fn apply_all(
+    desired: &Desired,
+    namespace: &str,
+    ctx: &Context,
+) -> Result<Vec<String>, Error> {
+    let mut changed = Vec::new();
+    let client = &ctx.client;
+    if apply(
+        client,
+        &ctx.stores.service_accounts,
+        namespace,
+        &desired.service_account,
+    )
+    .await?
+    {
+        changed.push(format!(
+            "ServiceAccount {}",
+            desired.service_account.name_any()
+        ));
+    }
+    if apply(client, &ctx.stores.roles, namespace, &desired.role).await? {
+        changed.push(format!("Role {}", desired.role.name_any()));
+    }
+    if apply(
+        client,
+        &ctx.stores.role_bindings,
+        namespace,
+        &desired.role_binding,
+    )
+    .await?
+    {
+        changed.push(format!("RoleBinding {}", desired.role_binding.name_any()));
+    }
+    for (_, cron_job) in &desired.cron_jobs {
+        if apply(client, &ctx.stores.cron_jobs, namespace, cron_job).await? {
+            changed.push(format!("CronJob {}", cron_job.name_any()));
+        }
+    }
+    Ok(changed)
+}
+
+/// Server-side applies `object` unless the cache shows it already holds every desired field.
+async fn apply<K>(
+    client: &Client,
+    store: &Store<K>,
+    namespace: &str,
+    object: &K,
+) -> Result<bool, Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned,
+{
+    let name = object.name_any();
+    if let Some(current) = store.get(&ObjectRef::new(&name).within(namespace))
+        && contains(&to_json(current.as_ref()), &to_json(object))
+    {
+        return Ok(false);
+    }
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(object),
+    )
+    .await
+    .map_err(|e| Error::api(format!("apply {} {namespace}/{name}", K::kind(&())), e))?;
+    Ok(true)
+}
+
+fn to_json(object: &impl Serialize) -> Value {
+    serde_json::to_value(object).unwrap_or(Value::Null)
+}
+
+/// Whether `actual` holds every field of `wanted` with the same value. Fields the API server adds
+/// (defaults, status, managed fields) are ignored; lists must match item by item.
+pub fn contains(actual: &Value, wanted: &Value) -> bool {
+    match (actual, wanted) {
+        (Value::Object(actual), Value::Object(wanted)) => wanted
+            .iter()
+            .all(|(key, value)| actual.get(key).is_some_and(|a| contains(a, value))),
+        (Value::Array(actual), Value::Array(wanted)) => {
+            actual.len() == wanted.len() && actual.iter().zip(wanted).all(|(a, w)| contains(a, w))
+        }
+        _ => actual == wanted,
+    }
+}
+
+/// Deletes the policy's CronJobs that are no longer desired (a section was disabled).
+async fn prune(
+    policy: &ValidPolicy,
+    desired: &Desired,
+    ctx: &Context,
+) -> Result<Vec<String>, Error> {
+    let keep: Vec<String> = desired
+        .cron_jobs
+        .iter()
+        .map(|(_, cj)| cj.name_any())
+        .collect();
+    let stale: Vec<String> = ctx
+        .stores
+        .cron_jobs
+        .state()
+        .iter()
+        .filter(|cj| cj.namespace().as_deref() == Some(policy.namespace.as_str()))
+        .filter(|cj| cj.labels().get(LABEL_POLICY) == Some(&policy.name))
+        .filter(|cj| {
+            cj.labels()
+                .get(crate::constants::LABEL_MANAGED_BY)
+                .map(String::as_str)
+                == Some(crate::constants::MANAGED_BY)
+        })
+        .map(|cj| cj.name_any())
+        .filter(|name| !keep.contains(name))
+        .collect();
+    let api: Api<CronJob> = Api::namespaced(ctx.client.clone(), &policy.namespace);
+    for name in &stale {
+        match api.delete(name, &DeleteParams::background()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(e) => {
+                return Err(Error::api(
+                    format!("delete CronJob {}/{name}", policy.namespace),
+                    e,
+                ));
+            }
+        }
+    }
+    Ok(stale.iter().map(|n| format!("CronJob {n}")).collect())
+}
+
+/// Starts the Job the run-now annotation asks for, then clears the annotation.
+async fn run_now(
+    policy: &SignaturePolicy,
+    desired: &Desired,
+    request: &str,
+    ctx: &Context,
+) -> Result<(), Error> {
+    let namespace = policy.namespace().unwrap_or_default();
+    let target = Section::parse(request)
+        .and_then(|s| desired.cron_jobs.iter().find(|(section, _)| *section == s));
+    match target {
+        Some((section, cron_job)) => {
+            let cron_name = cron_job.name_any();
+            // The policy's resourceVersion names the request, so a retried reconcile does not start a second Job.
+            let stamp = policy.resource_version().unwrap_or_default();
+            let job_name = names::manual_job(&cron_name, &stamp);
+            let cached = ctx
+                .stores
+                .cron_jobs
+                .get(&ObjectRef::new(&cron_name).within(&namespace));
+            let owner = cached
+                .as_deref()
+                .and_then(|cj| cj.controller_owner_ref(&()))
+                .map(|mut o| {
+                    o.controller = Some(false);
+                    o
+                });
+            let template = cron_job
+                .spec
+                .as_ref()
+                .map(|s| s.job_template.clone())
+                .unwrap_or_default();
+            let mut labels = template
+                .metadata
+                .as_ref()
+                .and_then(|m| m.labels.clone())
+                .unwrap_or_default();
+            labels.insert(
+                crate::constants::LABEL_COMPONENT.into(),
+                section.as_str().into(),
+            );
+            let job = Job {
+                metadata: ObjectMeta {
+                    name: Some(job_name.clone()),
+                    namespace: Some(namespace.clone()),
+                    labels: Some(labels),
+                    annotations: Some(
+                        [(ANNOTATION_INSTANTIATE.to_owned(), "manual".to_owned())].into(),
+                    ),
+                    owner_references: owner.map(|o| vec![o]),
+                    ..Default::default()
+                },
+                spec: template.spec,
+                status: None,
+            };
+            let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace);
+            match jobs.create(&PostParams::default(), &job).await {
+                Ok(_) => {
+                    let note = format!("started Job {job_name} from CronJob {cron_name}");
+                    publish(
+                        ctx,
+                        policy,
+                        EventType::Normal,
+                        event::MANUAL_RUN,
+                        "RunNow",
+                        note,
+                    )
+                    .await;
+                }
+                Err(kube::Error::Api(status)) if status.code == 409 => {}
+                Err(e) => return Err(Error::api(format!("create Job {namespace}/{job_name}"), e)),
+            }
+        }
+        None => {
+            let enabled: Vec<&str> = desired.cron_jobs.iter().map(|(s, _)| s.as_str()).collect();
+            let note = format!(
+                "{ANNOTATION_RUN_NOW}={request:?} names no enabled section; use one of: {}",
+                enabled.join(", ")
+            );
+            publish(
+                ctx,
+                policy,
+                EventType::Warning,
+                event::MANUAL_RUN_REFUSED,
+                "RunNow",
+                note,
+            )
+            .await;
+        }
+    }
+    let clear = json!({ "metadata": { "annotations": { ANNOTATION_RUN_NOW: null } } });
+    let policies: Api<SignaturePolicy> = Api::namespaced(ctx.client.clone(), &namespace);
+    policies
+        .patch(
+            &policy.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&clear),
+        )
+        .await
+        .map_err(|e| {
+            Error::api(
+                format!(
+                    "clear {ANNOTATION_RUN_NOW} on {namespace}/{}",
+                    policy.name_any()
+                ),
+                e,
+            )
+        })?;
+    Ok(())
+}
+
+/// Writes the controller's status when the policy does not already show it.
+async fn patch_status(
+    policy: &SignaturePolicy,
+    namespace: &str,
+    computed: &status::ControllerStatus,
+    ctx: &Context,
+) -> Result<(), Error> {
+    if computed.is_reflected_in(policy.status.as_ref()) {
+        return Ok(());
+    }
+    let api: Api<SignaturePolicy> = Api::namespaced(ctx.client.clone(), namespace);
+    api.patch_status(
+        &policy.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(computed.merge_patch()),
+    )
+    .await
+    .map_err(|e| {
+        Error::api(
+            format!("patch status of {namespace}/{}", policy.name_any()),
+            e,
+        )
+    })?;
+    Ok(())
+}
+
+/// Publishes an Event; a failure to do so is logged, never fatal.
+async fn publish(
+    ctx: &Context,
+    policy: &SignaturePolicy,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: action.into(),
+        secondary: None,
+    };
+    if let Err(error) = ctx.recorder.publish(&event, &policy.object_ref(&())).await {
+        tracing::warn!(policy = %policy.name_any(), %error, "could not publish an Event");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_the_cap_with_jitter() {
+        assert_eq!(backoff(1, 1.0), Duration::from_secs(1));
+        assert_eq!(backoff(2, 1.0), Duration::from_secs(2));
+        assert_eq!(backoff(5, 1.0), Duration::from_secs(16));
+        assert_eq!(backoff(9, 1.0), Duration::from_secs(256));
+        assert_eq!(backoff(10, 1.0), BACKOFF_CAP);
+        assert_eq!(backoff(1_000, 1.2), BACKOFF_CAP);
+        assert_eq!(backoff(3, 0.8), Duration::from_millis(3_200));
+    }
+
+    #[test]
+    fn containment_ignores_server_added_fields() {
+        let wanted = json!({"spec": {"schedule": "* * * * *", "list": [{"a": 1}]}});
+        let actual = json!({"spec": {"schedule": "* * * * *", "list": [{"a": 1, "b": 2}], "extra": true}, "status": {}});
+        assert!(contains(&actual, &wanted));
+        assert!(!contains(
+            &json!({"spec": {"schedule": "0 * * * *", "list": [{"a": 1}]}}),
+            &wanted
+        ));
+        assert!(!contains(
+            &json!({"spec": {"schedule": "* * * * *", "list": []}}),
+            &wanted
+        ));
+        assert!(!contains(&json!({}), &wanted));
+    }
+}

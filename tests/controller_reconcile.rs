@@ -1,0 +1,725 @@
+//! Reconciles against a scripted Kubernetes API (tower-test): each test lists the requests the
+//! controller must make, in order, with the parts of their bodies that matter, and the answers
+//! the "API server" gives. Anything else the controller sends fails the test.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Method, Request, Response, StatusCode};
+use k8s_openapi::api::batch::v1::{CronJob, CronJobStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::Client;
+use kube::client::Body;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, store::Writer};
+use kube::runtime::watcher;
+use serde_json::{Value, json};
+use signet::admission::Admission;
+use signet::admission::files::parse_documents;
+use signet::controller::build::{self, WorkerSettings};
+use signet::controller::metrics::Metrics;
+use signet::controller::reconcile::{Context, Stores, error_policy, reconcile};
+use signet::controller::status::{self, Outcome};
+use signet::crd::SignaturePolicy;
+use signet::validation::ValidPolicy;
+use tower_test::mock::{self, Handle};
+
+type ApiHandle = Handle<Request<Body>, Response<Body>>;
+
+/// Checks a request body; the second argument is the path, query and content type.
+type BodyCheck = Box<dyn Fn(&Value, &str) + Send>;
+
+/// One request the controller must make, and the answer it gets.
+struct Step {
+    method: Method,
+    path: &'static str,
+    status: StatusCode,
+    /// Checks on the request body (parsed as JSON, or YAML for apply patches).
+    check: BodyCheck,
+}
+
+fn step(method: Method, path: &'static str, check: impl Fn(&Value, &str) + Send + 'static) -> Step {
+    Step {
+        method,
+        path,
+        status: StatusCode::OK,
+        check: Box::new(check),
+    }
+}
+
+fn failing(method: Method, path: &'static str, status: StatusCode) -> Step {
+    Step {
+        method,
+        path,
+        status,
+        check: Box::new(|_, _| {}),
+    }
+}
+
+struct Harness {
+    ctx: Arc<Context>,
+    handle: Option<ApiHandle>,
+    cron_jobs: Writer<CronJob>,
+    service_accounts: Writer<k8s_openapi::api::core::v1::ServiceAccount>,
+    roles: Writer<k8s_openapi::api::rbac::v1::Role>,
+    role_bindings: Writer<k8s_openapi::api::rbac::v1::RoleBinding>,
+    metrics: Arc<Metrics>,
+}
+
+fn settings() -> WorkerSettings {
+    WorkerSettings {
+        image: "registry.example/signet:1".into(),
+        image_pull_policy: None,
+    }
+}
+
+fn harness() -> Harness {
+    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let (cron_jobs_store, cron_jobs) = reflector::store();
+    let (sa_store, service_accounts) = reflector::store();
+    let (role_store, roles) = reflector::store();
+    let (rb_store, role_bindings) = reflector::store();
+    let metrics = Arc::new(Metrics::new());
+    let stores = Stores {
+        cron_jobs: cron_jobs_store,
+        service_accounts: sa_store,
+        roles: role_store,
+        role_bindings: rb_store,
+    };
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "signet-controller".into(),
+            instance: None,
+        },
+    );
+    let ctx = Arc::new(Context::new(
+        client,
+        recorder,
+        settings(),
+        stores,
+        metrics.clone(),
+    ));
+    Harness {
+        ctx,
+        handle: Some(handle),
+        cron_jobs,
+        service_accounts,
+        roles,
+        role_bindings,
+        metrics,
+    }
+}
+
+impl Harness {
+    /// Fills the caches with what the API server would hold after the policy was applied.
+    fn observe(&mut self, policy: &SignaturePolicy) {
+        let desired = build::desired(&ValidPolicy::new(policy).unwrap(), &settings());
+        self.service_accounts
+            .apply_watcher_event(&watcher::Event::Apply(desired.service_account));
+        self.roles
+            .apply_watcher_event(&watcher::Event::Apply(desired.role));
+        self.role_bindings
+            .apply_watcher_event(&watcher::Event::Apply(desired.role_binding));
+        for (_, mut cron_job) in desired.cron_jobs {
+            cron_job.metadata.uid =
+                Some(format!("uid-{}", cron_job.metadata.name.clone().unwrap()));
+            // The API server adds defaults and status; the controller must not mind.
+            cron_job
+                .spec
+                .as_mut()
+                .unwrap()
+                .job_template
+                .spec
+                .as_mut()
+                .unwrap()
+                .completions = Some(1);
+            cron_job.status = Some(CronJobStatus::default());
+            self.cron_jobs
+                .apply_watcher_event(&watcher::Event::Apply(cron_job));
+        }
+    }
+
+    /// Runs one reconcile while the scripted API answers `steps`; fails on any other request.
+    async fn reconcile(
+        &mut self,
+        policy: &SignaturePolicy,
+        steps: Vec<Step>,
+    ) -> Result<Action, signet::controller::Error> {
+        let mut handle = self.handle.take().expect("one reconcile at a time");
+        let stored_policy = serde_json::to_value(policy).unwrap();
+        let api = tokio::spawn(async move {
+            for (i, step) in steps.into_iter().enumerate() {
+                let (request, send) =
+                    tokio::time::timeout(Duration::from_secs(5), handle.next_request())
+                        .await
+                        .unwrap_or_else(|_| {
+                            panic!(
+                                "step {i}: expected {} {}, but no request came",
+                                step.method, step.path
+                            )
+                        })
+                        .expect("client alive");
+                let uri = request.uri().clone();
+                assert_eq!(
+                    (request.method(), uri.path()),
+                    (&step.method, step.path),
+                    "step {i}"
+                );
+                let content_type = request
+                    .headers()
+                    .get("content-type")
+                    .map(|v| v.to_str().unwrap().to_owned())
+                    .unwrap_or_default();
+                let bytes = request.into_body().collect_bytes().await.unwrap();
+                let body: Value = if bytes.is_empty() {
+                    Value::Null
+                } else if content_type.contains("apply-patch") {
+                    serde_saphyr::from_slice(&bytes).unwrap()
+                } else {
+                    serde_json::from_slice(&bytes).unwrap()
+                };
+                assert!(
+                    step.method != Method::PATCH || content_type.contains("patch"),
+                    "step {i}: PATCH with content type {content_type:?}"
+                );
+                (step.check)(
+                    &body,
+                    &format!(
+                        "{}?{} [{content_type}]",
+                        uri.path(),
+                        uri.query().unwrap_or_default()
+                    ),
+                );
+                let response = if step.status.is_success() {
+                    // The API server returns the object it stored: the policy for policy writes,
+                    // else the object sent.
+                    let mut object = if uri.path().starts_with(POLICIES) {
+                        stored_policy.clone()
+                    } else if body.is_object() {
+                        body.clone()
+                    } else {
+                        json!({})
+                    };
+                    object["metadata"]["uid"] = json!("uid-from-server");
+                    Response::builder()
+                        .status(step.status)
+                        .body(Body::from(serde_json::to_vec(&object).unwrap()))
+                        .unwrap()
+                } else {
+                    let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": "injected", "reason": "Injected", "code": step.status.as_u16()});
+                    Response::builder()
+                        .status(step.status)
+                        .body(Body::from(serde_json::to_vec(&status).unwrap()))
+                        .unwrap()
+                };
+                send.send_response(response);
+            }
+            handle
+        });
+        let result = tokio::time::timeout(
+            Duration::from_secs(10),
+            reconcile(Arc::new(policy.clone()), self.ctx.clone()),
+        )
+        .await
+        .expect("reconcile finished (a request nobody scripted would hang it)");
+        let mut handle = api.await.expect("every scripted step happened as expected");
+        // Nothing more may be sent.
+        let extra = tokio::time::timeout(Duration::from_millis(50), handle.next_request()).await;
+        assert!(extra.is_err(), "an unscripted request was sent");
+        self.handle = Some(handle);
+        result
+    }
+}
+
+fn policy(yaml_file: &str) -> SignaturePolicy {
+    let text = std::fs::read_to_string(format!(
+        "{}/examples/{yaml_file}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    policy_from(&text)
+}
+
+fn policy_from(yaml: &str) -> SignaturePolicy {
+    let verdict = Admission::new().check(parse_documents(yaml).unwrap().remove(0));
+    let mut policy = verdict.policy.expect("decodes");
+    policy.metadata.uid = Some("policy-uid".into());
+    policy.metadata.generation = Some(1);
+    policy.metadata.resource_version = Some("100".into());
+    policy
+}
+
+/// The policy with the status a previous reconcile wrote.
+fn with_reconciled_status(mut policy: SignaturePolicy) -> SignaturePolicy {
+    let valid = ValidPolicy::new(&policy).unwrap();
+    let cron_jobs = build::desired(&valid, &settings())
+        .cron_jobs
+        .iter()
+        .map(|(s, cj)| (*s, cj.metadata.name.clone().unwrap()))
+        .collect();
+    let now = Time(jiff::Timestamp::from_second(1_790_000_000).unwrap());
+    let computed = status::compute(
+        &policy,
+        &Outcome::Reconciled(cron_jobs),
+        &Default::default(),
+        &now,
+    );
+    let patched: Value = computed.merge_patch();
+    policy.status = Some(serde_json::from_value(patched["status"].clone()).unwrap());
+    policy
+}
+
+const NS: &str = "/api/v1/namespaces/enrollment";
+const RBAC: &str = "/apis/rbac.authorization.k8s.io/v1/namespaces/enrollment";
+const BATCH: &str = "/apis/batch/v1/namespaces/enrollment";
+const POLICIES: &str = "/apis/signet.dev/v1alpha1/namespaces/enrollment/signaturepolicies";
+const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/enrollment/events";
+
+fn is_apply(query: &str) {
+    assert!(
+        query.contains("fieldManager=signet-controller") && query.contains("force=true"),
+        "{query}"
+    );
+    assert!(query.contains("application/apply-patch+yaml"), "{query}");
+}
+
+#[tokio::test]
+async fn first_reconcile_applies_rbac_and_cron_jobs_then_writes_status_and_an_event() {
+    let mut h = harness();
+    let policy = policy("full.yaml");
+    let steps = vec![
+        step(
+            Method::PATCH,
+            const_format(NS, "/serviceaccounts/enrollment-agreements-signet-worker"),
+            |b, q| {
+                is_apply(q);
+                assert_eq!(b["kind"], "ServiceAccount");
+                assert_eq!(b["metadata"]["ownerReferences"][0]["uid"], "policy-uid");
+            },
+        ),
+        step(
+            Method::PATCH,
+            const_format(RBAC, "/roles/enrollment-agreements-signet-worker"),
+            |b, q| {
+                is_apply(q);
+                assert_eq!(b["rules"][0]["verbs"], json!(["patch"]));
+            },
+        ),
+        step(
+            Method::PATCH,
+            const_format(RBAC, "/rolebindings/enrollment-agreements-signet-worker"),
+            |_, q| is_apply(q),
+        ),
+        step(
+            Method::PATCH,
+            const_format(BATCH, "/cronjobs/enrollment-agreements-reminders"),
+            |b, q| {
+                is_apply(q);
+                assert_eq!(b["spec"]["schedule"], "*/30 * * * *");
+                assert_eq!(
+                    b["metadata"]["labels"]["signet.dev/policy"],
+                    "enrollment-agreements"
+                );
+            },
+        ),
+        step(
+            Method::PATCH,
+            const_format(BATCH, "/cronjobs/enrollment-agreements-timeouts"),
+            |b, _| {
+                assert_eq!(b["spec"]["schedule"], "0 */2 * * *");
+            },
+        ),
+        step(
+            Method::PATCH,
+            const_format(POLICIES, "/enrollment-agreements/status"),
+            |b, q| {
+                assert!(q.contains("application/merge-patch+json"), "{q}");
+                let status = &b["status"];
+                assert_eq!(status["observedGeneration"], 1);
+                assert_eq!(status["conditions"][0]["type"], "Ready");
+                assert_eq!(status["conditions"][0]["status"], "True");
+                assert_eq!(status["conditions"][0]["reason"], "Reconciled");
+                assert_eq!(status["conditions"][1]["type"], "Suspended");
+                assert_eq!(status["conditions"][1]["status"], "False");
+                assert_eq!(
+                    status["reminders"]["cronJob"],
+                    "enrollment-agreements-reminders"
+                );
+                assert_eq!(
+                    status["timeouts"]["cronJob"],
+                    "enrollment-agreements-timeouts"
+                );
+                assert!(
+                    status["reminders"].get("lastRun").is_none(),
+                    "worker-owned fields are left alone"
+                );
+            },
+        ),
+        step(Method::POST, EVENTS, |b, _| {
+            assert_eq!(b["reason"], "Applied");
+            assert_eq!(b["type"], "Normal");
+            assert!(
+                b["note"]
+                    .as_str()
+                    .unwrap()
+                    .contains("CronJob enrollment-agreements-reminders")
+            );
+            assert_eq!(b["regarding"]["name"], "enrollment-agreements");
+        }),
+    ];
+    let action = h.reconcile(&policy, steps).await.unwrap();
+    assert_eq!(action, Action::requeue(Duration::from_secs(3600)));
+    assert!(
+        h.metrics
+            .encode()
+            .contains("signet_policies{ready=\"true\"} 1")
+    );
+}
+
+#[tokio::test]
+async fn a_reconcile_that_finds_everything_in_place_writes_nothing() {
+    let mut h = harness();
+    let policy = with_reconciled_status(policy("full.yaml"));
+    h.observe(&policy);
+    h.reconcile(&policy, vec![]).await.unwrap();
+    // And again: still nothing, no Event.
+    h.reconcile(&policy, vec![]).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_spec_change_rewrites_the_cron_jobs_but_not_the_rbac() {
+    let mut h = harness();
+    let old = with_reconciled_status(policy("full.yaml"));
+    h.observe(&old);
+    let mut changed = old.clone();
+    changed.spec.reminders.as_mut().unwrap().schedule = "*/15 * * * *".into();
+    changed.metadata.generation = Some(2);
+    let steps = vec![
+        step(
+            Method::PATCH,
+            const_format(BATCH, "/cronjobs/enrollment-agreements-reminders"),
+            |b, _| {
+                assert_eq!(b["spec"]["schedule"], "*/15 * * * *");
+                assert_eq!(
+                    b["spec"]["jobTemplate"]["spec"]["activeDeadlineSeconds"], 1500,
+                    "override kept"
+                );
+            },
+        ),
+        // Every worker carries the spec and its generation, so the timeouts CronJob follows.
+        step(
+            Method::PATCH,
+            const_format(BATCH, "/cronjobs/enrollment-agreements-timeouts"),
+            |b, _| {
+                assert_eq!(b["spec"]["schedule"], "0 */2 * * *");
+            },
+        ),
+        step(
+            Method::PATCH,
+            const_format(POLICIES, "/enrollment-agreements/status"),
+            |b, _| {
+                assert_eq!(b["status"]["observedGeneration"], 2);
+            },
+        ),
+        step(Method::POST, EVENTS, |b, _| {
+            assert_eq!(
+                b["note"],
+                "applied CronJob enrollment-agreements-reminders, CronJob enrollment-agreements-timeouts"
+            );
+        }),
+    ];
+    h.reconcile(&changed, steps).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_disabled_section_has_its_cron_job_deleted() {
+    let mut h = harness();
+    let old = with_reconciled_status(policy("full.yaml"));
+    h.observe(&old);
+    let mut changed = old.clone();
+    changed.spec.timeout = None;
+    changed
+        .spec
+        .escalation
+        .as_mut()
+        .unwrap()
+        .channels
+        .retain(|c| c != "ops-email");
+    changed.metadata.generation = Some(2);
+    let steps = vec![
+        // The reminders worker's environment changed (SIGNET_POLICY), so its CronJob is re-applied.
+        step(
+            Method::PATCH,
+            const_format(BATCH, "/cronjobs/enrollment-agreements-reminders"),
+            |_, _| {},
+        ),
+        step(
+            Method::DELETE,
+            const_format(BATCH, "/cronjobs/enrollment-agreements-timeouts"),
+            |b, _| {
+                assert_eq!(b["propagationPolicy"], "Background");
+            },
+        ),
+        step(
+            Method::PATCH,
+            const_format(POLICIES, "/enrollment-agreements/status"),
+            |b, _| {
+                assert_eq!(
+                    b["status"]["timeouts"],
+                    Value::Null,
+                    "the disabled section leaves the status"
+                );
+            },
+        ),
+        step(Method::POST, EVENTS, |b, _| {
+            assert_eq!(b["reason"], "Applied")
+        }),
+        step(Method::POST, EVENTS, |b, _| {
+            assert_eq!(b["reason"], "Pruned");
+            assert_eq!(
+                b["note"],
+                "deleted CronJob enrollment-agreements-timeouts (section disabled)"
+            );
+        }),
+    ];
+    h.reconcile(&changed, steps).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_invalid_spec_sets_ready_false_and_touches_no_cron_job() {
+    let mut h = harness();
+    let valid = with_reconciled_status(policy("minimal.yaml"));
+    h.observe(&valid);
+    // Admission would refuse this; an older CRD in the cluster might not.
+    let mut invalid = valid.clone();
+    invalid.spec.reminders.as_mut().unwrap().schedule = "*/70 * * * *".into();
+    invalid.metadata.generation = Some(2);
+    let steps = vec![
+        step(
+            Method::PATCH,
+            const_format(POLICIES, "/enrollment-agreements/status"),
+            |b, _| {
+                let ready = &b["status"]["conditions"][0];
+                assert_eq!(
+                    (ready["status"].as_str(), ready["reason"].as_str()),
+                    (Some("False"), Some("InvalidSpec"))
+                );
+                assert!(ready["message"].as_str().unwrap().contains("spec.reminders.schedule: \"*/70 * * * *\" is not a valid cron schedule: minute 70 is out of range (0-59)"));
+                assert!(
+                    b["status"].get("reminders").is_none(),
+                    "section status untouched"
+                );
+            },
+        ),
+        step(Method::POST, EVENTS, |b, _| {
+            assert_eq!(
+                (b["type"].as_str(), b["reason"].as_str()),
+                (Some("Warning"), Some("InvalidSpec"))
+            );
+        }),
+    ];
+    let action = h.reconcile(&invalid, steps).await.unwrap();
+    assert_eq!(
+        action,
+        Action::await_change(),
+        "no retry until the spec changes"
+    );
+
+    // The status now says so: the next reconcile writes nothing and emits no second Event.
+    let mut reported = invalid.clone();
+    let computed = status::compute(
+        &invalid,
+        &Outcome::Invalid(ValidPolicy::new(&invalid).unwrap_err()),
+        &Default::default(),
+        &Time(jiff::Timestamp::now()),
+    );
+    let status = reported.status.as_mut().unwrap();
+    status.observed_generation = Some(2);
+    status.conditions = computed.conditions;
+    h.reconcile(&reported, vec![]).await.unwrap();
+}
+
+#[tokio::test]
+async fn api_errors_back_off_per_object_without_a_hot_loop() {
+    let mut h = harness();
+    let policy = policy("minimal.yaml");
+    let path = const_format(NS, "/serviceaccounts/enrollment-agreements-signet-worker");
+    let mut delays = Vec::new();
+    for _ in 0..4 {
+        let err = h
+            .reconcile(
+                &policy,
+                vec![failing(
+                    Method::PATCH,
+                    path,
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                )],
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.reason(), "ServerError");
+        assert!(err.is_transient());
+        let action = error_policy(Arc::new(policy.clone()), &err, h.ctx.clone());
+        delays.push(format!("{action:?}"));
+    }
+    let secs: Vec<f64> = delays
+        .iter()
+        .map(|d| {
+            let inner = d.split("Some(").nth(1).unwrap().split(')').next().unwrap();
+            humantime_like(inner)
+        })
+        .collect();
+    for (i, expected) in [1.0, 2.0, 4.0, 8.0].iter().enumerate() {
+        assert!(
+            (secs[i] / expected - 1.0).abs() <= 0.21,
+            "retry {i}: {} s, expected about {expected} s",
+            secs[i]
+        );
+    }
+    assert!(
+        h.metrics
+            .encode()
+            .contains("signet_reconcile_errors_total{reason=\"ServerError\"} 4")
+    );
+}
+
+#[tokio::test]
+async fn a_conflict_on_the_status_write_is_retried() {
+    let mut h = harness();
+    let policy = policy("minimal.yaml");
+    h.observe(&policy);
+    let err = h
+        .reconcile(
+            &policy,
+            vec![failing(
+                Method::PATCH,
+                const_format(POLICIES, "/enrollment-agreements/status"),
+                StatusCode::CONFLICT,
+            )],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), "Conflict");
+    assert!(
+        matches!(error_policy(Arc::new(policy), &err, h.ctx.clone()), a if a != Action::await_change())
+    );
+}
+
+#[tokio::test]
+async fn run_now_starts_a_job_from_the_cron_job_and_clears_the_annotation() {
+    let mut h = harness();
+    let mut policy = with_reconciled_status(policy("full.yaml"));
+    h.observe(&policy);
+    policy.metadata.annotations =
+        Some([("signet.dev/run-now".to_owned(), "timeouts".to_owned())].into());
+    let steps = vec![
+        step(Method::POST, BATCH_JOBS, |b, _| {
+            assert_eq!(
+                b["metadata"]["name"],
+                "enrollment-agreements-timeouts-manual-100"
+            );
+            assert_eq!(
+                b["metadata"]["annotations"]["cronjob.kubernetes.io/instantiate"],
+                "manual"
+            );
+            assert_eq!(b["metadata"]["ownerReferences"][0]["kind"], "CronJob");
+            assert_eq!(
+                b["metadata"]["ownerReferences"][0]["name"],
+                "enrollment-agreements-timeouts"
+            );
+            assert_eq!(
+                b["spec"]["template"]["spec"]["containers"][0]["args"],
+                json!(["check-timeouts"])
+            );
+        }),
+        step(Method::POST, EVENTS, |b, _| {
+            assert_eq!(b["reason"], "ManualRunStarted");
+            assert_eq!(
+                b["note"],
+                "started Job enrollment-agreements-timeouts-manual-100 from CronJob enrollment-agreements-timeouts"
+            );
+        }),
+        step(
+            Method::PATCH,
+            const_format(POLICIES, "/enrollment-agreements"),
+            |b, q| {
+                assert!(q.contains("merge-patch"), "{q}");
+                assert_eq!(
+                    b,
+                    &json!({"metadata": {"annotations": {"signet.dev/run-now": null}}})
+                );
+            },
+        ),
+    ];
+    h.reconcile(&policy, steps).await.unwrap();
+
+    policy.metadata.annotations =
+        Some([("signet.dev/run-now".to_owned(), "everything".to_owned())].into());
+    let steps = vec![
+        step(Method::POST, EVENTS, |b, _| {
+            assert_eq!(
+                (b["type"].as_str(), b["reason"].as_str()),
+                (Some("Warning"), Some("ManualRunRefused"))
+            );
+        }),
+        step(
+            Method::PATCH,
+            const_format(POLICIES, "/enrollment-agreements"),
+            |_, _| {},
+        ),
+    ];
+    h.reconcile(&policy, steps).await.unwrap();
+}
+
+#[tokio::test]
+async fn last_schedule_times_are_mirrored_from_the_cron_jobs() {
+    let mut h = harness();
+    let policy = with_reconciled_status(policy("minimal.yaml"));
+    h.observe(&policy);
+    let mut cron_job = build::desired(&ValidPolicy::new(&policy).unwrap(), &settings())
+        .cron_jobs
+        .remove(0)
+        .1;
+    cron_job.status = Some(CronJobStatus {
+        last_schedule_time: Some(Time(jiff::Timestamp::from_second(1_790_000_100).unwrap())),
+        ..Default::default()
+    });
+    h.cron_jobs
+        .apply_watcher_event(&watcher::Event::Apply(cron_job));
+    let steps = vec![step(
+        Method::PATCH,
+        const_format(POLICIES, "/enrollment-agreements/status"),
+        |b, _| {
+            assert_eq!(
+                b["status"]["reminders"]["lastScheduleTime"],
+                "2026-09-21T14:15:00Z"
+            );
+            assert_eq!(
+                b["status"]["reminders"]["cronJob"],
+                "enrollment-agreements-reminders"
+            );
+        },
+    )];
+    h.reconcile(&policy, steps).await.unwrap();
+}
+
+const BATCH_JOBS: &str = "/apis/batch/v1/namespaces/enrollment/jobs";
+
+/// `const`-friendly concatenation for the paths above.
+fn const_format(prefix: &'static str, rest: &'static str) -> &'static str {
+    Box::leak(format!("{prefix}{rest}").into_boxed_str())
+}
+
+/// Seconds from a `Duration` debug string such as `1.2s` or `812.5ms`.
+fn humantime_like(text: &str) -> f64 {
+    if let Some(ms) = text.strip_suffix("ms") {
+        ms.parse::<f64>().unwrap() / 1000.0
+    } else if let Some(s) = text.strip_suffix('s') {
+        s.parse().unwrap()
+    } else {
+        panic!("unexpected duration {text}")
+    }
+}
