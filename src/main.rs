@@ -55,6 +55,8 @@ enum Command {
         #[arg(short = 'o', long, env = "SIGNET_VALIDATE_OUTPUT", value_enum, default_value_t = commands::validate::OutputFormat::Text)]
         output: commands::validate::OutputFormat,
     },
+    /// Run the operator: reconcile SignaturePolicies into worker CronJobs, serve health and metrics.
+    Controller(ControllerArgs),
     /// Print, offline, the CronJobs and RBAC the controller would apply for a policy file.
     Render {
         /// The policy file.
@@ -73,6 +75,77 @@ enum Command {
         #[command(flatten)]
         worker: WorkerArgs,
     },
+}
+
+#[derive(clap::Args, Debug)]
+struct ControllerArgs {
+    /// Namespaces to watch (repeat or comma-separate); all namespaces when none is given.
+    #[arg(long = "namespace", env = "SIGNET_NAMESPACES", value_delimiter = ',')]
+    namespaces: Vec<String>,
+
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(
+        long,
+        env = "SIGNET_METRICS_BIND_ADDRESS",
+        default_value = "0.0.0.0:8080"
+    )]
+    metrics_bind_address: std::net::SocketAddr,
+
+    /// Elect a leader through a Lease so only one replica reconciles; `--leader-election=false` for a single replica.
+    #[arg(long, env = "SIGNET_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_election: bool,
+
+    /// Namespace of the leader Lease (default: the pod's own namespace).
+    #[arg(long, env = "SIGNET_LEADER_ELECTION_NAMESPACE")]
+    leader_election_namespace: Option<String>,
+
+    /// Name of the leader Lease.
+    #[arg(
+        long,
+        env = "SIGNET_LEADER_ELECTION_LEASE_NAME",
+        default_value = "signet-controller"
+    )]
+    leader_election_lease_name: String,
+
+    /// This replica's identity in the Lease (default: the pod name, else the host name).
+    #[arg(long, env = "POD_NAME")]
+    leader_election_identity: Option<String>,
+
+    #[command(flatten)]
+    worker: WorkerArgs,
+}
+
+impl ControllerArgs {
+    fn config(self) -> signet::controller::ControllerConfig {
+        let leader_election = self
+            .leader_election
+            .then(|| signet::controller::LeaderElection {
+                namespace: self.leader_election_namespace.unwrap_or_else(own_namespace),
+                lease_name: self.leader_election_lease_name,
+                identity: self.leader_election_identity.unwrap_or_else(host_name),
+            });
+        signet::controller::ControllerConfig {
+            namespaces: self.namespaces,
+            settings: self.worker.settings(),
+            metrics_address: self.metrics_bind_address,
+            leader_election,
+        }
+    }
+}
+
+/// The namespace of the pod this runs in, or `default` outside a cluster.
+fn own_namespace() -> String {
+    std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+        .map(|ns| ns.trim().to_owned())
+        .unwrap_or_else(|_| "default".to_owned())
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| format!("signet-{}", std::process::id()))
 }
 
 /// How the worker Jobs run; shared by `controller` and `render`.
@@ -105,7 +178,7 @@ fn main() -> ExitCode {
     match run(cli.command) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("signet: {err:#}");
+            eprintln!("signet: {}", error_chain(err.as_ref()));
             ExitCode::FAILURE
         }
     }
@@ -131,6 +204,11 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
+        Command::Controller(args) => {
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(signet::controller::run(args.config()))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Render {
             file,
             namespace,
@@ -140,6 +218,21 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The error and its causes, leaving out causes its text already shows.
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 fn init_logging(level: &str, format: LogFormat) -> anyhow::Result<()> {

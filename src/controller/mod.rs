@@ -4,9 +4,13 @@
 
 pub mod build;
 pub mod error;
+pub mod leader;
 pub mod metrics;
 pub mod names;
 pub mod reconcile;
+pub mod runtime;
+pub mod server;
 pub mod status;
 
 pub use error::Error;
+pub use runtime::{ControllerConfig, LeaderElection, RunError, run};

@@ -1,0 +1,381 @@
+//! Running the controller: connect, check the CRD is installed, serve health and metrics, win
+//! the leader Lease, then watch policies (and what they own, by label) in every namespace or in
+//! the ones given, until SIGTERM or the Lease is lost. The Lease is released on the way out.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::api::{Api, ListParams};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{Controller, WatchStreamExt, predicates::generation, watcher};
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+
+use super::build::WorkerSettings;
+use super::leader::{LEASE_DURATION, LeaderElector, RENEW_INTERVAL};
+use super::metrics::Metrics;
+use super::reconcile::{Context, Stores, error_policy, reconcile};
+use super::server::{self, Health};
+use crate::constants::{ANNOTATION_RUN_NOW, EVENT_REPORTER, LABEL_MANAGED_BY, MANAGED_BY};
+use crate::crd::SignaturePolicy;
+
+/// How `signet controller` runs.
+#[derive(Debug, Clone)]
+pub struct ControllerConfig {
+    /// Namespaces to watch; empty: all.
+    pub namespaces: Vec<String>,
+    /// How worker containers run.
+    pub settings: WorkerSettings,
+    /// Where `/healthz`, `/readyz` and `/metrics` are served.
+    pub metrics_address: SocketAddr,
+    /// Leader election; `None` for a single replica.
+    pub leader_election: Option<LeaderElection>,
+}
+
+/// Where the leader Lease lives and who this replica is.
+#[derive(Debug, Clone)]
+pub struct LeaderElection {
+    /// Namespace of the Lease (the controller's own).
+    pub namespace: String,
+    /// Name of the Lease.
+    pub lease_name: String,
+    /// This replica's identity (the pod name).
+    pub identity: String,
+}
+
+/// Why the controller stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// No kubeconfig or in-cluster configuration.
+    #[error("cannot configure a Kubernetes client: {0}")]
+    Config(#[source] kube::Error),
+    /// The CRD is not installed.
+    #[error(
+        "the SignaturePolicy CRD (signaturepolicies.signet.dev) is not installed; install it with `signet crd | kubectl apply --server-side -f -` or the Helm chart"
+    )]
+    CrdMissing,
+    /// The API refused the initial check.
+    #[error("cannot list SignaturePolicies: {0}")]
+    Api(#[source] kube::Error),
+    /// The health and metrics port could not be opened.
+    #[error("cannot serve health and metrics on {0}: {1}")]
+    Serve(SocketAddr, #[source] std::io::Error),
+    /// Another replica took the Lease, or it could not be renewed in time.
+    #[error("lost the leader Lease; exiting so a fresh start can campaign again")]
+    LeaseLost,
+}
+
+/// Runs the controller until SIGTERM/SIGINT (`Ok`) or a fatal error.
+pub async fn run(config: ControllerConfig) -> Result<(), RunError> {
+    let client = Client::try_default().await.map_err(RunError::Config)?;
+    check_crd(&client, &config.namespaces).await?;
+
+    let metrics = Arc::new(Metrics::new());
+    let ready = Arc::new(AtomicBool::new(false));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(stop_on_signal(stop_tx.clone()));
+
+    let listener = tokio::net::TcpListener::bind(config.metrics_address)
+        .await
+        .map_err(|e| RunError::Serve(config.metrics_address, e))?;
+    let health = Health {
+        ready: ready.clone(),
+        metrics: metrics.clone(),
+    };
+    let server_stop = stopped(stop_rx.clone());
+    let server = tokio::spawn(async move {
+        axum::serve(listener, server::router(health))
+            .with_graceful_shutdown(server_stop)
+            .await
+    });
+    tracing::info!(address = %config.metrics_address, "serving /healthz, /readyz and /metrics");
+
+    let elector = config
+        .leader_election
+        .as_ref()
+        .map(|le| LeaderElector::new(client.clone(), &le.namespace, &le.lease_name, &le.identity));
+    let lease_lost = Arc::new(AtomicBool::new(false));
+    if let Some(elector) = &elector {
+        if !campaign(elector, stop_rx.clone()).await {
+            return Ok(()); // stopped before winning
+        }
+        metrics.set_leader(true);
+        tokio::spawn(keep_leading(
+            elector.clone(),
+            stop_tx.clone(),
+            lease_lost.clone(),
+        ));
+    }
+
+    let scopes: Vec<Option<String>> = if config.namespaces.is_empty() {
+        vec![None]
+    } else {
+        config.namespaces.iter().cloned().map(Some).collect()
+    };
+    let mut controllers = Vec::new();
+    let mut synced = Vec::new();
+    for scope in scopes {
+        let (controller, ready_stores) = controller_for(
+            client.clone(),
+            scope,
+            &config.settings,
+            metrics.clone(),
+            stop_rx.clone(),
+        );
+        controllers.push(controller);
+        synced.push(ready_stores);
+    }
+    let ready_flag = ready.clone();
+    tokio::spawn(async move {
+        futures::future::join_all(synced).await;
+        ready_flag.store(true, Ordering::Relaxed);
+        tracing::info!("watches synced; ready");
+    });
+    futures::future::join_all(controllers).await;
+
+    if let Some(elector) = &elector {
+        metrics.set_leader(false);
+        if !lease_lost.load(Ordering::Relaxed)
+            && let Err(error) = elector.release().await
+        {
+            tracing::warn!(%error, "could not release the leader Lease; the next leader waits for it to expire");
+        }
+    }
+    let _ = stop_tx.send(true);
+    let _ = server.await;
+    if lease_lost.load(Ordering::Relaxed) {
+        Err(RunError::LeaseLost)
+    } else {
+        Ok(())
+    }
+}
+
+/// Fails with a clear instruction when the CRD is not installed.
+pub async fn check_crd(client: &Client, namespaces: &[String]) -> Result<(), RunError> {
+    let api: Api<SignaturePolicy> = match namespaces.first() {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    };
+    match api.list(&ListParams::default().limit(1)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Err(RunError::CrdMissing),
+        Err(e) => Err(RunError::Api(e)),
+    }
+}
+
+/// What makes a policy worth reconciling again: a spec change or a run-now request. Status
+/// writes (the controller's own and the workers') change neither, so they never loop.
+fn trigger_hash(policy: &SignaturePolicy) -> Option<u64> {
+    let mut hasher = DefaultHasher::new();
+    generation(policy).hash(&mut hasher);
+    policy
+        .annotations()
+        .get(ANNOTATION_RUN_NOW)
+        .hash(&mut hasher);
+    Some(hasher.finish())
+}
+
+type Running = futures::future::BoxFuture<'static, ()>;
+
+/// One controller over one scope (a namespace, or all), and a future that resolves once its
+/// caches have synced.
+fn controller_for(
+    client: Client,
+    namespace: Option<String>,
+    settings: &WorkerSettings,
+    metrics: Arc<Metrics>,
+    stop: watch::Receiver<bool>,
+) -> (Running, Running) {
+    let owned = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
+    let (cron_jobs, cron_job_events) =
+        owned_watch::<CronJob>(&client, namespace.as_deref(), &owned);
+    let (service_accounts, sa_events) =
+        owned_watch::<ServiceAccount>(&client, namespace.as_deref(), &owned);
+    let (roles, role_events) = owned_watch::<Role>(&client, namespace.as_deref(), &owned);
+    let (role_bindings, rb_events) =
+        owned_watch::<RoleBinding>(&client, namespace.as_deref(), &owned);
+
+    let (policies, writer) = reflector::store::<SignaturePolicy>();
+    let gone_metrics = metrics.clone();
+    let policy_events = watcher(
+        scoped(&client, namespace.as_deref()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(writer)
+    .inspect_ok(move |event| {
+        if let watcher::Event::Delete(policy) = event {
+            let key = format!(
+                "{}/{}",
+                policy.namespace().unwrap_or_default(),
+                policy.name_any()
+            );
+            gone_metrics.policy_ready(&key, None);
+        }
+    })
+    .applied_objects()
+    .predicate_filter(trigger_hash, Default::default());
+
+    let stores = Stores {
+        cron_jobs: cron_jobs.clone(),
+        service_accounts: service_accounts.clone(),
+        roles: roles.clone(),
+        role_bindings: role_bindings.clone(),
+    };
+    let reporter = Reporter {
+        controller: EVENT_REPORTER.into(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    let recorder = Recorder::new(client.clone(), reporter);
+    let context = Arc::new(Context::new(
+        client,
+        recorder,
+        settings.clone(),
+        stores,
+        metrics,
+    ));
+
+    let policies_ready = policies.clone();
+    let synced: Running = Box::pin(async move {
+        let _ = tokio::join!(
+            policies_ready.wait_until_ready(),
+            cron_jobs.wait_until_ready(),
+            service_accounts.wait_until_ready(),
+            roles.wait_until_ready(),
+            role_bindings.wait_until_ready(),
+        );
+    });
+    let running: Running = Box::pin(
+        Controller::for_stream(policy_events, policies)
+            .owns_stream(cron_job_events)
+            .owns_stream(sa_events)
+            .owns_stream(role_events)
+            .owns_stream(rb_events)
+            .graceful_shutdown_on(stopped(stop))
+            .run(reconcile, error_policy, context)
+            .for_each(|result| async move {
+                match result {
+                    Ok((policy, _)) => tracing::debug!(policy = %policy, "reconciled"),
+                    Err(error) => tracing::debug!(%error, "reconcile not done"),
+                }
+            }),
+    );
+    (running, synced)
+}
+
+fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    }
+}
+
+type OwnedEvents<K> = futures::stream::BoxStream<'static, Result<K, watcher::Error>>;
+
+/// A cached watch of objects Signet manages, by label.
+fn owned_watch<K>(
+    client: &Client,
+    namespace: Option<&str>,
+    config: &watcher::Config,
+) -> (Store<K>, OwnedEvents<K>)
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store::<K>();
+    let events = watcher(scoped::<K>(client, namespace), config.clone())
+        .default_backoff()
+        .reflect(writer)
+        .touched_objects();
+    (store, events.boxed())
+}
+
+/// Resolves once the stop flag is set.
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopped| *stopped).await;
+}
+
+async fn stop_on_signal(stop: watch::Sender<bool>) {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => futures::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+    tracing::info!("shutting down");
+    let _ = stop.send(true);
+}
+
+/// Waits until this replica leads; `false` if asked to stop first.
+async fn campaign(elector: &LeaderElector, mut stop: watch::Receiver<bool>) -> bool {
+    let mut announced = false;
+    loop {
+        match elector.try_lead().await {
+            Ok(true) => {
+                tracing::info!("acquired the leader Lease");
+                return true;
+            }
+            Ok(false) if !announced => {
+                tracing::info!("another replica leads; waiting for the Lease");
+                announced = true;
+            }
+            Ok(false) => {}
+            Err(error) => tracing::warn!(%error, "could not read or write the leader Lease"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(RENEW_INTERVAL) => {}
+            _ = stop.wait_for(|s| *s) => return false,
+        }
+    }
+}
+
+/// Renews the Lease; stops the controller when it cannot for a whole lease duration.
+async fn keep_leading(elector: LeaderElector, stop: watch::Sender<bool>, lost: Arc<AtomicBool>) {
+    let mut last_renewed = tokio::time::Instant::now();
+    let mut stopping = stop.subscribe();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(RENEW_INTERVAL) => {}
+            _ = stopping.wait_for(|s| *s) => return,
+        }
+        match elector.try_lead().await {
+            Ok(true) => last_renewed = tokio::time::Instant::now(),
+            Ok(false) => {
+                tracing::error!("another replica took the leader Lease");
+                break;
+            }
+            Err(error) if last_renewed.elapsed() < LEASE_DURATION => {
+                tracing::warn!(%error, "could not renew the leader Lease; retrying");
+            }
+            Err(error) => {
+                tracing::error!(%error, "could not renew the leader Lease in time");
+                break;
+            }
+        }
+    }
+    lost.store(true, Ordering::Relaxed);
+    let _ = stop.send(true);
+}
