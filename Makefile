@@ -6,7 +6,7 @@ CRD    := crds/signaturepolicies.signet.dev.yaml
 # The oldest Kubernetes k8s-openapi 0.29 supports, and the newest kubernetes-validate knows.
 KUBE_VERSIONS ?= 1.33.0 1.37.0
 
-.PHONY: build test lint fmt crds manifests check e2e
+.PHONY: build test lint fmt crds manifests check e2e bench
 
 build:
 	$(CARGO) build --locked
@@ -37,3 +37,15 @@ manifests:
 	@if $(CARGO) run --locked --quiet -- validate -f examples/invalid/ > /dev/null; then echo "FAIL examples/invalid/ passed validation"; exit 1; else echo "ok   every file in examples/invalid/ is refused"; fi
 
 check: lint test manifests
+
+# Cluster tests against the current kubeconfig (kind, k3d): runs a controller against it for
+# the duration of the tests.
+e2e:
+	$(CARGO) build --locked
+	@./target/debug/signet controller --leader-election=false --metrics-bind-address 127.0.0.1:18080 > target/e2e-controller.log 2>&1 & \
+	  pid=$$!; trap "kill $$pid" EXIT; \
+	  $(CARGO) test --locked --test e2e -- --ignored --test-threads=1
+
+# Benchmarks print figures; see README.
+bench:
+	$(CARGO) bench --locked --bench reconcile

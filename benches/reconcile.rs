@@ -1,0 +1,225 @@
+//! Reconcile benchmark: N policies against an in-process API that answers every request, as a
+//! scripted API server would. Prints figures; asserts nothing about speed.
+//!
+//! `cargo bench --bench reconcile` runs 10,000 policies; under `cargo test` (no `--bench`
+//! argument) it runs 50, so the benchmark itself stays tested.
+//!
+//! Measured: write requests per policy on the first reconcile and on a no-op resync, reconciles
+//! per second, no-op reconcile latency (p50, p99), and the process's peak resident memory.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use http::{Method, Request, Response};
+use k8s_openapi::api::batch::v1::CronJobStatus;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::Client;
+use kube::client::Body;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector;
+use kube::runtime::watcher;
+use serde_json::{Value, json};
+use signet::admission::Admission;
+use signet::admission::files::parse_documents;
+use signet::controller::build::{self, WorkerSettings};
+use signet::controller::metrics::Metrics;
+use signet::controller::reconcile::{Context, Stores, reconcile};
+use signet::controller::status::{self, Outcome};
+use signet::crd::SignaturePolicy;
+use signet::validation::ValidPolicy;
+
+#[derive(Default)]
+struct Counts {
+    reads: AtomicU64,
+    writes: AtomicU64,
+}
+
+/// Answers every request like an API server that accepts everything.
+fn fake_api(counts: Arc<Counts>) -> Client {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    tokio::spawn(async move {
+        while let Some((request, send)) = handle.next_request().await {
+            let counter = if request.method() == Method::GET {
+                &counts.reads
+            } else {
+                &counts.writes
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            let is_policy = request.uri().path().contains("/signaturepolicies/");
+            let bytes = request
+                .into_body()
+                .collect_bytes()
+                .await
+                .unwrap_or_default();
+            let body = if is_policy {
+                // Enough of a policy to decode; the benchmark does not read it back.
+                serde_json::to_vec(&json!({"apiVersion": "signet.dev/v1alpha1", "kind": "SignaturePolicy",
+                    "metadata": {"name": "x", "namespace": "bench"}, "spec": {"database": {"urlSecretRef": {"name": "d", "key": "u"}}}}))
+                .unwrap()
+            } else if bytes.first() == Some(&b'{') {
+                bytes.to_vec()
+            } else {
+                // Apply patches arrive as YAML; echo them back as JSON.
+                let value: Value = serde_saphyr::from_slice(&bytes).unwrap_or(json!({}));
+                serde_json::to_vec(&value).unwrap()
+            };
+            send.send_response(
+                Response::builder()
+                    .status(200)
+                    .body(Body::from(body))
+                    .unwrap(),
+            );
+        }
+    });
+    Client::new(service, "default")
+}
+
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0.0);
+    kib / 1024.0
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let count: usize = if full { 10_000 } else { 50 };
+    let template =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/full.yaml"))
+            .unwrap();
+    let admission = Admission::new();
+    let base = admission
+        .check(parse_documents(&template).unwrap().remove(0))
+        .policy
+        .unwrap();
+    let settings = WorkerSettings {
+        image: "registry.example/signet:1".into(),
+        image_pull_policy: None,
+    };
+
+    let policies: Vec<SignaturePolicy> = (0..count)
+        .map(|i| {
+            let mut p = base.clone();
+            p.metadata.name = Some(format!("policy-{i:05}"));
+            p.metadata.namespace = Some("bench".into());
+            p.metadata.uid = Some(format!("uid-{i}"));
+            p.metadata.generation = Some(1);
+            p
+        })
+        .collect();
+
+    let counts = Arc::new(Counts::default());
+    let client = fake_api(counts.clone());
+    let (cron_jobs, mut cj_writer) = reflector::store();
+    let (service_accounts, mut sa_writer) = reflector::store();
+    let (roles, mut role_writer) = reflector::store();
+    let (role_bindings, mut rb_writer) = reflector::store();
+    let stores = Stores {
+        cron_jobs,
+        service_accounts,
+        roles,
+        role_bindings,
+    };
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "signet-controller".into(),
+            instance: None,
+        },
+    );
+    let ctx = Arc::new(Context::new(
+        client,
+        recorder,
+        settings.clone(),
+        stores,
+        Arc::new(Metrics::new()),
+    ));
+
+    // 1. First reconcile: nothing exists yet.
+    let started = Instant::now();
+    for policy in &policies {
+        reconcile(Arc::new(policy.clone()), ctx.clone())
+            .await
+            .expect("reconcile");
+    }
+    let first = started.elapsed();
+    let first_writes = counts.writes.swap(0, Ordering::Relaxed);
+
+    // 2. What the watches would then hold: the applied objects and the written status.
+    let now = Time(jiff::Timestamp::now());
+    let observed: Vec<SignaturePolicy> = policies
+        .into_iter()
+        .map(|mut policy| {
+            let valid = ValidPolicy::new(&policy).unwrap();
+            let desired = build::desired(&valid, &settings);
+            sa_writer.apply_watcher_event(&watcher::Event::Apply(desired.service_account));
+            role_writer.apply_watcher_event(&watcher::Event::Apply(desired.role));
+            rb_writer.apply_watcher_event(&watcher::Event::Apply(desired.role_binding));
+            let names = desired
+                .cron_jobs
+                .iter()
+                .map(|(s, cj)| (*s, cj.metadata.name.clone().unwrap()))
+                .collect();
+            for (_, mut cron_job) in desired.cron_jobs {
+                cron_job.status = Some(CronJobStatus::default());
+                cj_writer.apply_watcher_event(&watcher::Event::Apply(cron_job));
+            }
+            let computed = status::compute(
+                &policy,
+                &Outcome::Reconciled(names),
+                &Default::default(),
+                &now,
+            );
+            policy.status =
+                Some(serde_json::from_value(computed.merge_patch()["status"].clone()).unwrap());
+            policy
+        })
+        .collect();
+
+    // 3. No-op resync.
+    let mut latencies = Vec::with_capacity(count);
+    let started = Instant::now();
+    for policy in &observed {
+        let one = Instant::now();
+        reconcile(Arc::new(policy.clone()), ctx.clone())
+            .await
+            .expect("reconcile");
+        latencies.push(one.elapsed());
+    }
+    let resync = started.elapsed();
+    let noop_writes = counts.writes.load(Ordering::Relaxed);
+    latencies.sort();
+
+    println!("reconcile benchmark: {count} policies (examples/full.yaml: 2 CronJobs + RBAC each)");
+    println!(
+        "  first reconcile:   {:>9.0} reconciles/s, {:.2} write requests per policy",
+        count as f64 / first.as_secs_f64(),
+        first_writes as f64 / count as f64
+    );
+    println!(
+        "  no-op resync:      {:>9.0} reconciles/s, {:.2} write requests per policy, {} reads",
+        count as f64 / resync.as_secs_f64(),
+        noop_writes as f64 / count as f64,
+        counts.reads.load(Ordering::Relaxed)
+    );
+    println!(
+        "  no-op latency:     p50 {:?}, p99 {:?}, max {:?}",
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        latencies[latencies.len() - 1]
+    );
+    println!(
+        "  peak RSS:          {:.1} MiB (whole process: policies, caches of every owned object, the fake API)",
+        peak_rss_mib()
+    );
+    assert_eq!(noop_writes, 0, "a no-op resync must not write");
+}
