@@ -11,7 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Client;
 use kube::client::Body;
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{self, store::Writer};
 use kube::runtime::watcher;
 use serde_json::{Value, json};
@@ -37,6 +37,8 @@ struct Step {
     status: StatusCode,
     /// Checks on the request body (parsed as JSON, or YAML for apply patches).
     check: BodyCheck,
+    /// The answer's body, when not the default (the object sent, or the policy).
+    reply: Option<Value>,
 }
 
 fn step(method: Method, path: &'static str, check: impl Fn(&Value, &str) + Send + 'static) -> Step {
@@ -45,6 +47,7 @@ fn step(method: Method, path: &'static str, check: impl Fn(&Value, &str) + Send 
         path,
         status: StatusCode::OK,
         check: Box::new(check),
+        reply: None,
     }
 }
 
@@ -54,6 +57,7 @@ fn failing(method: Method, path: &'static str, status: StatusCode) -> Step {
         path,
         status,
         check: Box::new(|_, _| {}),
+        reply: None,
     }
 }
 
@@ -88,16 +92,13 @@ fn harness() -> Harness {
         roles: role_store,
         role_bindings: rb_store,
     };
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: "signet-controller".into(),
-            instance: None,
-        },
-    );
+    let reporter = Reporter {
+        controller: "signet-controller".into(),
+        instance: None,
+    };
     let ctx = Arc::new(Context::new(
         client,
-        recorder,
+        reporter,
         settings(),
         stores,
         metrics.clone(),
@@ -115,8 +116,26 @@ fn harness() -> Harness {
 
 impl Harness {
     /// Fills the caches with what the API server would hold after the policy was applied.
-    fn observe(&mut self, policy: &SignaturePolicy) {
+    /// Fills the caches with what the API server would hold after the policy was applied, and
+    /// returns the reads a controller that has not verified them yet makes (in its order), each
+    /// answered with the stored object.
+    fn observe(&mut self, policy: &SignaturePolicy) -> Vec<Step> {
         let desired = build::desired(&ValidPolicy::new(policy).unwrap(), &settings());
+        let account = desired.service_account.metadata.name.clone().unwrap();
+        let mut reads = vec![
+            read(
+                const_format(NS, &format!("/serviceaccounts/{account}")),
+                &desired.service_account,
+            ),
+            read(
+                const_format(RBAC, &format!("/roles/{account}")),
+                &desired.role,
+            ),
+            read(
+                const_format(RBAC, &format!("/rolebindings/{account}")),
+                &desired.role_binding,
+            ),
+        ];
         self.service_accounts
             .apply_watcher_event(&watcher::Event::Apply(desired.service_account));
         self.roles
@@ -137,9 +156,15 @@ impl Harness {
                 .unwrap()
                 .completions = Some(1);
             cron_job.status = Some(CronJobStatus::default());
+            let name = cron_job.metadata.name.clone().unwrap();
+            reads.push(read(
+                const_format(BATCH, &format!("/cronjobs/{name}")),
+                &cron_job,
+            ));
             self.cron_jobs
                 .apply_watcher_event(&watcher::Event::Apply(cron_job));
         }
+        reads
     }
 
     /// Runs one reconcile while the scripted API answers `steps`; fails on any other request.
@@ -196,14 +221,18 @@ impl Harness {
                 let response = if step.status.is_success() {
                     // The API server returns the object it stored: the policy for policy writes,
                     // else the object sent.
-                    let mut object = if uri.path().starts_with(POLICIES) {
+                    let mut object = if let Some(reply) = &step.reply {
+                        reply.clone()
+                    } else if uri.path().starts_with(POLICIES) {
                         stored_policy.clone()
                     } else if body.is_object() {
                         body.clone()
                     } else {
                         json!({})
                     };
-                    object["metadata"]["uid"] = json!("uid-from-server");
+                    if step.reply.is_none() {
+                        object["metadata"]["uid"] = json!("uid-from-server");
+                    }
                     Response::builder()
                         .status(step.status)
                         .body(Body::from(serde_json::to_vec(&object).unwrap()))
@@ -386,21 +415,58 @@ async fn first_reconcile_applies_rbac_and_cron_jobs_then_writes_status_and_an_ev
 async fn a_reconcile_that_finds_everything_in_place_writes_nothing() {
     let mut h = harness();
     let policy = with_reconciled_status(policy("full.yaml"));
-    h.observe(&policy);
+    // Just started: the caches hold metadata only, so each object is read once and compared.
+    let reads = h.observe(&policy);
+    assert_eq!(reads.len(), 5);
+    h.reconcile(&policy, reads).await.unwrap();
+    // From then on: not a single request.
     h.reconcile(&policy, vec![]).await.unwrap();
-    // And again: still nothing, no Event.
     h.reconcile(&policy, vec![]).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_cron_job_edited_by_hand_is_restored() {
+    let mut h = harness();
+    let policy = with_reconciled_status(policy("minimal.yaml"));
+    let reads = h.observe(&policy);
+    h.reconcile(&policy, reads).await.unwrap();
+    // Someone edits the schedule: the watch delivers a new generation.
+    let mut edited = build::desired(&ValidPolicy::new(&policy).unwrap(), &settings())
+        .cron_jobs
+        .remove(0)
+        .1;
+    edited.metadata.generation = Some(2);
+    edited.spec.as_mut().unwrap().schedule = "0 3 * * *".into();
+    h.cron_jobs
+        .apply_watcher_event(&watcher::Event::Apply(edited.clone()));
+    let path = const_format(BATCH, "/cronjobs/enrollment-agreements-reminders");
+    let steps = vec![
+        read(path, &edited),
+        step(Method::PATCH, path, |b, q| {
+            is_apply(q);
+            assert_eq!(b["spec"]["schedule"], "*/30 * * * *");
+        }),
+        step(Method::POST, EVENTS, |b, _| {
+            assert_eq!(b["note"], "applied CronJob enrollment-agreements-reminders");
+        }),
+    ];
+    h.reconcile(&policy, steps).await.unwrap();
 }
 
 #[tokio::test]
 async fn a_spec_change_rewrites_the_cron_jobs_but_not_the_rbac() {
     let mut h = harness();
     let old = with_reconciled_status(policy("full.yaml"));
-    h.observe(&old);
+    let mut reads = h.observe(&old).into_iter();
     let mut changed = old.clone();
     changed.spec.reminders.as_mut().unwrap().schedule = "*/15 * * * *".into();
     changed.metadata.generation = Some(2);
     let steps = vec![
+        // The RBAC is read once (nothing verified yet) and found in place: not written.
+        reads.next().unwrap(),
+        reads.next().unwrap(),
+        reads.next().unwrap(),
+        reads.next().unwrap(),
         step(
             Method::PATCH,
             const_format(BATCH, "/cronjobs/enrollment-agreements-reminders"),
@@ -413,6 +479,7 @@ async fn a_spec_change_rewrites_the_cron_jobs_but_not_the_rbac() {
             },
         ),
         // Every worker carries the spec and its generation, so the timeouts CronJob follows.
+        reads.next().unwrap(),
         step(
             Method::PATCH,
             const_format(BATCH, "/cronjobs/enrollment-agreements-timeouts"),
@@ -441,7 +508,7 @@ async fn a_spec_change_rewrites_the_cron_jobs_but_not_the_rbac() {
 async fn a_disabled_section_has_its_cron_job_deleted() {
     let mut h = harness();
     let old = with_reconciled_status(policy("full.yaml"));
-    h.observe(&old);
+    let mut reads = h.observe(&old).into_iter();
     let mut changed = old.clone();
     changed.spec.timeout = None;
     changed
@@ -453,6 +520,10 @@ async fn a_disabled_section_has_its_cron_job_deleted() {
         .retain(|c| c != "ops-email");
     changed.metadata.generation = Some(2);
     let steps = vec![
+        reads.next().unwrap(),
+        reads.next().unwrap(),
+        reads.next().unwrap(),
+        reads.next().unwrap(),
         // The reminders worker's environment changed (SIGNET_POLICY), so its CronJob is re-applied.
         step(
             Method::PATCH,
@@ -495,7 +566,7 @@ async fn a_disabled_section_has_its_cron_job_deleted() {
 async fn an_invalid_spec_sets_ready_false_and_touches_no_cron_job() {
     let mut h = harness();
     let valid = with_reconciled_status(policy("minimal.yaml"));
-    h.observe(&valid);
+    let _reads = h.observe(&valid); // an invalid spec is never applied, so nothing is read
     // Admission would refuse this; an older CRD in the cluster might not.
     let mut invalid = valid.clone();
     invalid.spec.reminders.as_mut().unwrap().schedule = "*/70 * * * *".into();
@@ -593,18 +664,13 @@ async fn api_errors_back_off_per_object_without_a_hot_loop() {
 async fn a_conflict_on_the_status_write_is_retried() {
     let mut h = harness();
     let policy = policy("minimal.yaml");
-    h.observe(&policy);
-    let err = h
-        .reconcile(
-            &policy,
-            vec![failing(
-                Method::PATCH,
-                const_format(POLICIES, "/enrollment-agreements/status"),
-                StatusCode::CONFLICT,
-            )],
-        )
-        .await
-        .unwrap_err();
+    let mut steps = h.observe(&policy);
+    steps.push(failing(
+        Method::PATCH,
+        const_format(POLICIES, "/enrollment-agreements/status"),
+        StatusCode::CONFLICT,
+    ));
+    let err = h.reconcile(&policy, steps).await.unwrap_err();
     assert_eq!(err.reason(), "Conflict");
     assert!(
         matches!(error_policy(Arc::new(policy), &err, h.ctx.clone()), a if a != Action::await_change())
@@ -615,10 +681,11 @@ async fn a_conflict_on_the_status_write_is_retried() {
 async fn run_now_starts_a_job_from_the_cron_job_and_clears_the_annotation() {
     let mut h = harness();
     let mut policy = with_reconciled_status(policy("full.yaml"));
-    h.observe(&policy);
+    let reads = h.observe(&policy);
     policy.metadata.annotations =
         Some([("signet.dev/run-now".to_owned(), "timeouts".to_owned())].into());
-    let steps = vec![
+    let mut steps = reads;
+    steps.extend(vec![
         step(Method::POST, BATCH_JOBS, |b, _| {
             assert_eq!(
                 b["metadata"]["name"],
@@ -656,7 +723,7 @@ async fn run_now_starts_a_job_from_the_cron_job_and_clears_the_annotation() {
                 );
             },
         ),
-    ];
+    ]);
     h.reconcile(&policy, steps).await.unwrap();
 
     policy.metadata.annotations =
@@ -681,7 +748,7 @@ async fn run_now_starts_a_job_from_the_cron_job_and_clears_the_annotation() {
 async fn last_schedule_times_are_mirrored_from_the_cron_jobs() {
     let mut h = harness();
     let policy = with_reconciled_status(policy("minimal.yaml"));
-    h.observe(&policy);
+    let reads = h.observe(&policy);
     let mut cron_job = build::desired(&ValidPolicy::new(&policy).unwrap(), &settings())
         .cron_jobs
         .remove(0)
@@ -692,7 +759,8 @@ async fn last_schedule_times_are_mirrored_from_the_cron_jobs() {
     });
     h.cron_jobs
         .apply_watcher_event(&watcher::Event::Apply(cron_job));
-    let steps = vec![step(
+    let mut steps = reads;
+    steps.extend(vec![step(
         Method::PATCH,
         const_format(POLICIES, "/enrollment-agreements/status"),
         |b, _| {
@@ -705,14 +773,25 @@ async fn last_schedule_times_are_mirrored_from_the_cron_jobs() {
                 "enrollment-agreements-reminders"
             );
         },
-    )];
+    )]);
     h.reconcile(&policy, steps).await.unwrap();
 }
 
 const BATCH_JOBS: &str = "/apis/batch/v1/namespaces/enrollment/jobs";
 
-/// `const`-friendly concatenation for the paths above.
-fn const_format(prefix: &'static str, rest: &'static str) -> &'static str {
+/// A GET of `path` answered with `object`.
+fn read(path: &'static str, object: &impl serde::Serialize) -> Step {
+    Step {
+        method: Method::GET,
+        path,
+        status: StatusCode::OK,
+        check: Box::new(|_, _| {}),
+        reply: Some(serde_json::to_value(object).unwrap()),
+    }
+}
+
+/// Concatenation for the paths above, leaked: tests are short-lived.
+fn const_format(prefix: &'static str, rest: &str) -> &'static str {
     Box::leak(format!("{prefix}{rest}").into_boxed_str())
 }
 

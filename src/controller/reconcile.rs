@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -12,7 +13,7 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 use rand::Rng;
@@ -26,7 +27,8 @@ use super::metrics::Metrics;
 use super::names::{self, Section};
 use super::status::{self, Outcome};
 use crate::constants::{
-    ANNOTATION_INSTANTIATE, ANNOTATION_RUN_NOW, FIELD_MANAGER, LABEL_POLICY, event,
+    ANNOTATION_INSTANTIATE, ANNOTATION_RUN_NOW, FIELD_MANAGER, LABEL_MANAGED_BY, LABEL_POLICY,
+    MANAGED_BY, event,
 };
 use crate::crd::SignaturePolicy;
 use crate::validation::ValidPolicy;
@@ -39,7 +41,8 @@ pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
 pub const BACKOFF_CAP: Duration = Duration::from_secs(300);
 
 /// Caches of the objects the controller owns, kept current by watches; reconciles read them
-/// instead of the API.
+/// instead of the API. They need only metadata (and CronJob status): the runtime strips
+/// CronJob specs and managed fields before caching, which keeps memory flat per policy.
 #[derive(Clone)]
 pub struct Stores {
     /// Worker CronJobs.
@@ -56,8 +59,9 @@ pub struct Stores {
 pub struct Context {
     /// The API client.
     pub client: Client,
-    /// Publishes Events.
-    pub recorder: Recorder,
+    /// Who Events are from. A Recorder is made per Event: Signet emits Events on transitions
+    /// only, so the Recorder's series cache would only hold memory for every policy.
+    pub reporter: Reporter,
     /// How worker containers run.
     pub settings: WorkerSettings,
     /// Caches of owned objects.
@@ -66,25 +70,33 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Consecutive failures per policy, for backoff.
     failures: Mutex<HashMap<ObjectRef<SignaturePolicy>, u32>>,
+    /// Owned objects known to be in place: `Kind/namespace/name` → (fingerprint of the desired
+    /// object, change marker of the object then).
+    verified: Mutex<HashMap<String, (u64, String)>>,
 }
 
 impl Context {
     /// A context for reconciles.
     pub fn new(
         client: Client,
-        recorder: Recorder,
+        reporter: Reporter,
         settings: WorkerSettings,
         stores: Stores,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             client,
-            recorder,
+            reporter,
             settings,
             stores,
             metrics,
             failures: Mutex::default(),
+            verified: Mutex::default(),
         }
+    }
+
+    fn verified(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, String)>> {
+        self.verified.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectRef<SignaturePolicy>, u32>> {
@@ -255,9 +267,8 @@ async fn apply_all(
     ctx: &Context,
 ) -> Result<Vec<String>, Error> {
     let mut changed = Vec::new();
-    let client = &ctx.client;
     if apply(
-        client,
+        ctx,
         &ctx.stores.service_accounts,
         namespace,
         &desired.service_account,
@@ -269,11 +280,11 @@ async fn apply_all(
             desired.service_account.name_any()
         ));
     }
-    if apply(client, &ctx.stores.roles, namespace, &desired.role).await? {
+    if apply(ctx, &ctx.stores.roles, namespace, &desired.role).await? {
         changed.push(format!("Role {}", desired.role.name_any()));
     }
     if apply(
-        client,
+        ctx,
         &ctx.stores.role_bindings,
         namespace,
         &desired.role_binding,
@@ -283,16 +294,21 @@ async fn apply_all(
         changed.push(format!("RoleBinding {}", desired.role_binding.name_any()));
     }
     for (_, cron_job) in &desired.cron_jobs {
-        if apply(client, &ctx.stores.cron_jobs, namespace, cron_job).await? {
+        if apply(ctx, &ctx.stores.cron_jobs, namespace, cron_job).await? {
             changed.push(format!("CronJob {}", cron_job.name_any()));
         }
     }
     Ok(changed)
 }
 
-/// Server-side applies `object` unless the cache shows it already holds every desired field.
+/// Server-side applies `object` unless it is known to be in place. The caches hold only the
+/// metadata (and status) of owned objects, so "known" means: this controller verified or
+/// applied the same desired object, and the cached change marker (`generation`, else
+/// `resourceVersion`) has not moved since. Otherwise the object is read once and compared; only
+/// a difference is written. A steady-state reconcile therefore sends nothing, and one after a
+/// restart only reads.
 async fn apply<K>(
-    client: &Client,
+    ctx: &Context,
     store: &Store<K>,
     namespace: &str,
     object: &K,
@@ -305,20 +321,54 @@ where
         + DeserializeOwned,
 {
     let name = object.name_any();
-    if let Some(current) = store.get(&ObjectRef::new(&name).within(namespace))
-        && contains(&to_json(current.as_ref()), &to_json(object))
-    {
-        return Ok(false);
+    let kind = K::kind(&());
+    let key = format!("{kind}/{namespace}/{name}");
+    let wanted = to_json(object);
+    let fingerprint = fingerprint(&wanted);
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
+    if let Some(cached) = store.get(&ObjectRef::new(&name).within(namespace)) {
+        let marker = change_marker(cached.meta());
+        if ctx.verified().get(&key) == Some(&(fingerprint, marker)) {
+            return Ok(false);
+        }
+        let current = api
+            .get_opt(&name)
+            .await
+            .map_err(|e| Error::api(format!("get {kind} {namespace}/{name}"), e))?;
+        if let Some(current) = current
+            && contains(&to_json(&current), &wanted)
+        {
+            ctx.verified()
+                .insert(key, (fingerprint, change_marker(current.meta())));
+            return Ok(false);
+        }
     }
-    let api: Api<K> = Api::namespaced(client.clone(), namespace);
-    api.patch(
-        &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(object),
-    )
-    .await
-    .map_err(|e| Error::api(format!("apply {} {namespace}/{name}", K::kind(&())), e))?;
+    let applied = api
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(object),
+        )
+        .await
+        .map_err(|e| Error::api(format!("apply {kind} {namespace}/{name}"), e))?;
+    ctx.verified()
+        .insert(key, (fingerprint, change_marker(applied.meta())));
     Ok(true)
+}
+
+/// What moves when someone changes an object: `generation` where the kind has one (status
+/// updates leave it alone), else `resourceVersion`.
+fn change_marker(meta: &ObjectMeta) -> String {
+    match meta.generation {
+        Some(generation) => format!("g{generation}"),
+        None => format!("rv{}", meta.resource_version.as_deref().unwrap_or_default()),
+    }
+}
+
+fn fingerprint(value: &Value) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    value.to_string().hash(&mut hasher);
+    hasher.finish()
 }
 
 fn to_json(object: &impl Serialize) -> Value {
@@ -339,7 +389,9 @@ pub fn contains(actual: &Value, wanted: &Value) -> bool {
     }
 }
 
-/// Deletes the policy's CronJobs that are no longer desired (a section was disabled).
+/// Deletes the policy's CronJobs that are no longer desired (a section was disabled). Only the
+/// names this policy's CronJobs can have are looked up, so the cost does not grow with the
+/// number of policies; a CronJob must also carry the policy's labels to be deleted.
 async fn prune(
     policy: &ValidPolicy,
     desired: &Desired,
@@ -350,21 +402,21 @@ async fn prune(
         .iter()
         .map(|(_, cj)| cj.name_any())
         .collect();
-    let stale: Vec<String> = ctx
-        .stores
-        .cron_jobs
-        .state()
-        .iter()
-        .filter(|cj| cj.namespace().as_deref() == Some(policy.namespace.as_str()))
-        .filter(|cj| cj.labels().get(LABEL_POLICY) == Some(&policy.name))
-        .filter(|cj| {
-            cj.labels()
-                .get(crate::constants::LABEL_MANAGED_BY)
-                .map(String::as_str)
-                == Some(crate::constants::MANAGED_BY)
-        })
-        .map(|cj| cj.name_any())
+    let owned_by_policy = |cj: &CronJob| {
+        cj.labels().get(LABEL_POLICY) == Some(&policy.name)
+            && cj.labels().get(LABEL_MANAGED_BY).map(String::as_str) == Some(MANAGED_BY)
+    };
+    let stale: Vec<String> = Section::ALL
+        .into_iter()
+        .map(|section| names::cronjob(&policy.name, section))
         .filter(|name| !keep.contains(name))
+        .filter(|name| {
+            let cached = ctx
+                .stores
+                .cron_jobs
+                .get(&ObjectRef::new(name).within(&policy.namespace));
+            cached.is_some_and(|cj| owned_by_policy(&cj))
+        })
         .collect();
     let api: Api<CronJob> = Api::namespaced(ctx.client.clone(), &policy.namespace);
     for name in &stale {
@@ -535,7 +587,8 @@ async fn publish(
         action: action.into(),
         secondary: None,
     };
-    if let Err(error) = ctx.recorder.publish(&event, &policy.object_ref(&())).await {
+    let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
+    if let Err(error) = recorder.publish(&event, &policy.object_ref(&())).await {
         tracing::warn!(policy = %policy.name_any(), %error, "could not publish an Event");
     }
 }

@@ -13,7 +13,7 @@ use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, ListParams};
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{Controller, WatchStreamExt, predicates::generation, watcher};
 use kube::{Client, Resource, ResourceExt};
@@ -196,13 +196,27 @@ fn controller_for(
     stop: watch::Receiver<bool>,
 ) -> (Running, Running) {
     let owned = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
+    // Reconciles read only metadata and CronJob status; the rest is dropped before caching.
     let (cron_jobs, cron_job_events) =
-        owned_watch::<CronJob>(&client, namespace.as_deref(), &owned);
-    let (service_accounts, sa_events) =
-        owned_watch::<ServiceAccount>(&client, namespace.as_deref(), &owned);
-    let (roles, role_events) = owned_watch::<Role>(&client, namespace.as_deref(), &owned);
-    let (role_bindings, rb_events) =
-        owned_watch::<RoleBinding>(&client, namespace.as_deref(), &owned);
+        owned_watch::<CronJob>(&client, namespace.as_deref(), &owned, |cj: &mut CronJob| {
+            cj.spec = None
+        });
+    let (service_accounts, sa_events) = owned_watch::<ServiceAccount>(
+        &client,
+        namespace.as_deref(),
+        &owned,
+        |sa: &mut ServiceAccount| sa.secrets = None,
+    );
+    let (roles, role_events) =
+        owned_watch::<Role>(&client, namespace.as_deref(), &owned, |role: &mut Role| {
+            role.rules = None
+        });
+    let (role_bindings, rb_events) = owned_watch::<RoleBinding>(
+        &client,
+        namespace.as_deref(),
+        &owned,
+        |rb: &mut RoleBinding| rb.subjects = None,
+    );
 
     let (policies, writer) = reflector::store::<SignaturePolicy>();
     let gone_metrics = metrics.clone();
@@ -211,6 +225,7 @@ fn controller_for(
         watcher::Config::default(),
     )
     .default_backoff()
+    .modify(|policy: &mut SignaturePolicy| policy.managed_fields_mut().clear())
     .reflect(writer)
     .inspect_ok(move |event| {
         if let watcher::Event::Delete(policy) = event {
@@ -235,10 +250,10 @@ fn controller_for(
         controller: EVENT_REPORTER.into(),
         instance: std::env::var("POD_NAME").ok(),
     };
-    let recorder = Recorder::new(client.clone(), reporter);
+
     let context = Arc::new(Context::new(
         client,
-        recorder,
+        reporter,
         settings.clone(),
         stores,
         metrics,
@@ -284,11 +299,12 @@ where
 
 type OwnedEvents<K> = futures::stream::BoxStream<'static, Result<K, watcher::Error>>;
 
-/// A cached watch of objects Signet manages, by label.
+/// A cached watch of objects Signet manages, by label; `strip` drops what reconciles never read.
 fn owned_watch<K>(
     client: &Client,
     namespace: Option<&str>,
     config: &watcher::Config,
+    strip: fn(&mut K),
 ) -> (Store<K>, OwnedEvents<K>)
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
@@ -302,6 +318,11 @@ where
     let (store, writer) = reflector::store::<K>();
     let events = watcher(scoped::<K>(client, namespace), config.clone())
         .default_backoff()
+        .modify(move |object| {
+            // Managed fields are often a third of an object and never read.
+            object.managed_fields_mut().clear();
+            strip(object);
+        })
         .reflect(writer)
         .touched_objects();
     (store, events.boxed())
