@@ -13,7 +13,6 @@
 mod tests;
 
 use std::collections::HashMap;
-use std::fmt;
 
 use regex::Regex;
 use serde_json::{Map, Value};
@@ -28,24 +27,9 @@ const DNS1123_SUBDOMAIN: &str =
 const LABEL_MESSAGE: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character";
 const SUBDOMAIN_MESSAGE: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character";
 
-/// One problem found in an object, located by its field path (e.g. `spec.channels[1].smtp.port`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SchemaError {
-    /// Apiserver-style field path; empty for the object itself.
-    pub path: String,
-    /// Apiserver-like description, e.g. `Required value` or `unknown field "foo"`.
-    pub message: String,
-}
-
-impl fmt::Display for SchemaError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.path.is_empty() {
-            f.write_str(&self.message)
-        } else {
-            write!(f, "{}: {}", self.path, self.message)
-        }
-    }
-}
+/// Problems are reported as the crate's [`FieldError`]: an apiserver-style path (empty for the
+/// object itself) and an apiserver-like message such as `Required value`.
+pub use crate::validation::FieldError as SchemaError;
 
 /// Applies defaults in place then validates; returns every error, in document order.
 ///
@@ -113,16 +97,6 @@ fn type_matches(expected: &str, value: &Value) -> bool {
         "boolean" => value.is_boolean(),
         // The apiserver refuses such a CRD; the value is not the one to blame.
         _ => true,
-    }
-}
-
-impl SchemaError {
-    fn new(path: &str, message: impl Into<String>) -> Self {
-        let message = message.into();
-        Self {
-            path: path.to_owned(),
-            message,
-        }
     }
 }
 
