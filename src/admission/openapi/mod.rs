@@ -257,7 +257,7 @@ impl Validator {
                 tuple.insert(key.to_owned(), value.clone());
                 continue;
             }
-            let error = SchemaError::new(&child_path(item_path, key), "Required value");
+            let error = SchemaError::new(child_path(item_path, key), "Required value");
             // The item schema's own `required` usually lists the key already.
             if !self.errors.contains(&error) {
                 self.errors.push(error);
