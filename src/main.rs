@@ -55,6 +55,12 @@ enum Command {
         #[arg(short = 'o', long, env = "SIGNET_VALIDATE_OUTPUT", value_enum, default_value_t = commands::validate::OutputFormat::Text)]
         output: commands::validate::OutputFormat,
     },
+    /// Apply the embedded SQL migrations (PostgreSQL or SQLite); idempotent.
+    Migrate(commands::migrate::MigrateArgs),
+    /// One reminders run: remind due signers, expiry warnings, escalations; then exit.
+    SendReminders(commands::reminders::SendRemindersArgs),
+    /// Show what a reminders run would do right now, changing nothing.
+    Plan(commands::reminders::PlanArgs),
 }
 
 fn main() -> ExitCode {
@@ -92,7 +98,29 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
+        Command::Migrate(args) => Ok(ExitCode::from(
+            runtime()?.block_on(commands::migrate::migrate(&args, &mut stdout)),
+        )),
+        Command::SendReminders(args) => {
+            drop(stdout);
+            let env = |name: &str| std::env::var(name).ok();
+            Ok(ExitCode::from(runtime()?.block_on(
+                commands::reminders::send_reminders(&args, &env, signet::notify::log::stdout()),
+            )))
+        }
+        Command::Plan(args) => {
+            let env = |name: &str| std::env::var(name).ok();
+            Ok(ExitCode::from(runtime()?.block_on(
+                commands::reminders::plan(&args, &env, &mut stdout),
+            )))
+        }
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }
 
 fn init_logging(level: &str, format: LogFormat) -> anyhow::Result<()> {
