@@ -74,6 +74,8 @@ pub struct RunOptions {
     pub retry_later: Duration,
     /// How often progress is logged on long runs.
     pub progress_every: Duration,
+    /// The longest one try of a send can take (the HTTP client's total timeout).
+    pub send_timeout: Duration,
 }
 
 impl Default for RunOptions {
@@ -86,7 +88,23 @@ impl Default for RunOptions {
             max_attempts: 5,
             retry_later: Duration::from_secs(5 * 60),
             progress_every: Duration::from_secs(10),
+            send_timeout: notify::HttpTimeouts::default().total,
         }
+    }
+}
+
+impl RunOptions {
+    /// The longest a send with all its retries can take.
+    pub fn worst_send(&self) -> Duration {
+        let tries = self.retry.attempts.max(1);
+        let wait = self.retry.cap.max(self.retry.max_retry_after);
+        self.send_timeout * tries + wait * (tries - 1)
+    }
+
+    /// How long after a claim a send may still start: the lease less the longest send, so a
+    /// delivery is never in flight when another run may take it over.
+    pub fn send_window(&self) -> Duration {
+        self.lease.saturating_sub(self.worst_send())
     }
 }
 
@@ -165,6 +183,13 @@ impl<'a> Run<'a> {
             .as_ref()
             .map(|s| s.workflow_types.clone())
             .unwrap_or_default();
+        if options.send_window().is_zero() {
+            return Err(Error::Config(format!(
+                "the lease ({}s) must be longer than a send with all its retries ({}s)",
+                options.lease.as_secs(),
+                options.worst_send().as_secs()
+            )));
+        }
         let routes = channels_by_kind(spec);
         for name in routes.values().flatten() {
             if !channels.contains_key(name) {
@@ -190,7 +215,7 @@ impl<'a> Run<'a> {
             tracing::info!("the policy has no reminders section; nothing to do");
             return Ok(summary);
         };
-        let mut digest: Vec<(ClaimedDelivery, Message)> = Vec::new();
+        let mut digest: Vec<Claimed> = Vec::new();
         let mut progress = Progress::new(self.options.progress_every);
         let lease = self.options.lease.as_secs_f64();
 
@@ -258,9 +283,10 @@ impl<'a> Run<'a> {
         &self,
         store: &Store,
         claimed: Vec<ClaimedDelivery>,
-        digest: &mut Vec<(ClaimedDelivery, Message)>,
+        digest: &mut Vec<Claimed>,
         summary: &mut RunSummary,
     ) -> Result<(), Error> {
+        let claimed_at = Instant::now();
         let mut outcomes = Vec::with_capacity(claimed.len());
         let mut sends = Vec::new();
         for delivery in claimed {
@@ -293,25 +319,36 @@ impl<'a> Run<'a> {
                 }
             };
             if channel.is_digest() {
-                digest.push((delivery, message));
+                digest.push(Claimed {
+                    delivery,
+                    message,
+                    claimed_at,
+                });
             } else {
                 sends.push((delivery, message, channel.clone()));
             }
         }
 
         let retry = self.options.retry;
+        let window = self.options.send_window();
         let results: Vec<_> = futures::stream::iter(sends)
             .map(|(delivery, message, channel)| async move {
+                if claimed_at.elapsed() > window {
+                    return (delivery, None);
+                }
                 let result = retry
                     .send(channel.as_ref(), std::slice::from_ref(&message))
                     .await;
-                (delivery, result)
+                (delivery, Some(result))
             })
             .buffer_unordered(self.options.concurrency.max(1))
             .collect()
             .await;
         for (delivery, result) in results {
-            let outcome = self.outcome(&delivery, result, summary);
+            let outcome = match result {
+                Some(result) => self.outcome(&delivery, result, summary),
+                None => self.lease_ran_out(summary),
+            };
             outcomes.push((delivery.log_id, outcome));
         }
         store.complete(&outcomes).await?;
@@ -322,32 +359,42 @@ impl<'a> Run<'a> {
     async fn send_digests(
         &self,
         store: &Store,
-        digest: Vec<(ClaimedDelivery, Message)>,
+        digest: Vec<Claimed>,
         summary: &mut RunSummary,
     ) -> Result<(), Error> {
-        let mut by_channel: BTreeMap<String, Vec<(ClaimedDelivery, Message)>> = BTreeMap::new();
-        for (delivery, message) in digest {
-            by_channel
-                .entry(delivery.channel.clone())
-                .or_default()
-                .push((delivery, message));
+        let window = self.options.send_window();
+        let mut outcomes = Vec::new();
+        let mut by_channel: BTreeMap<String, Vec<Claimed>> = BTreeMap::new();
+        for item in digest {
+            if item.claimed_at.elapsed() > window {
+                outcomes.push((item.delivery.log_id, self.lease_ran_out(summary)));
+            } else {
+                by_channel
+                    .entry(item.delivery.channel.clone())
+                    .or_default()
+                    .push(item);
+            }
         }
         for (name, items) in by_channel {
             let channel = &self.channels[&name];
-            let messages: Vec<Message> = items.iter().map(|(_, m)| m.clone()).collect();
+            let messages: Vec<Message> = items.iter().map(|i| i.message.clone()).collect();
             let result = self.options.retry.send(channel.as_ref(), &messages).await;
-            let outcomes: Vec<(i64, Outcome)> = items
-                .iter()
-                .map(|(delivery, _)| {
-                    (
-                        delivery.log_id,
-                        self.outcome(delivery, result.clone(), summary),
-                    )
-                })
-                .collect();
-            store.complete(&outcomes).await?;
+            for item in &items {
+                let outcome = self.outcome(&item.delivery, result.clone(), summary);
+                outcomes.push((item.delivery.log_id, outcome));
+            }
         }
+        store.complete(&outcomes).await?;
         Ok(())
+    }
+
+    /// A claimed delivery whose lease could run out mid-send goes back for the next run.
+    fn lease_ran_out(&self, summary: &mut RunSummary) -> Outcome {
+        summary.retrying += 1;
+        Outcome::Retry {
+            error: "not sent: the run's lease on it was running out".into(),
+            after: 0.0,
+        }
     }
 
     fn outcome(
@@ -423,6 +470,13 @@ impl<'a> Run<'a> {
     }
 }
 
+/// A claimed delivery kept for a digest, with when it was claimed.
+struct Claimed {
+    delivery: ClaimedDelivery,
+    message: Message,
+    claimed_at: Instant,
+}
+
 /// Logs the counters now and then during long runs.
 struct Progress {
     every: Duration,
@@ -449,5 +503,44 @@ impl Progress {
                 "progress"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lease_must_outlast_a_send_with_its_retries() {
+        let options = RunOptions::default();
+        // 4 tries of 30s and 3 waits of up to 60s (Retry-After) or 20s (backoff cap).
+        assert_eq!(options.worst_send(), Duration::from_secs(4 * 30 + 3 * 60));
+        assert_eq!(options.send_window(), Duration::from_secs(15 * 60 - 300));
+
+        let spec: SignaturePolicySpec = serde_saphyr::from_str(
+            "database: {urlSecretRef: {name: db, key: url}}\nreminders: {channels: [log]}\nchannels: [{name: log, log: {}}]\n",
+        )
+        .unwrap();
+        let out = crate::notify::log::stdout();
+        let channels: BTreeMap<String, Arc<dyn Channel>> = BTreeMap::from([(
+            "log".to_owned(),
+            Arc::new(crate::notify::log::Log::new("log", out)) as Arc<dyn Channel>,
+        )]);
+        let short = RunOptions {
+            lease: Duration::from_secs(300),
+            ..RunOptions::default()
+        };
+        let err = Run::new(&spec, &channels, short).err().unwrap();
+        assert!(err.is_configuration(), "{err}");
+        assert!(err.to_string().contains("lease (300s)"), "{err}");
+        assert!(Run::new(&spec, &channels, RunOptions::default()).is_ok());
+        let missing = BTreeMap::new();
+        let err = Run::new(&spec, &missing, RunOptions::default())
+            .err()
+            .unwrap();
+        assert_eq!(
+            err.to_string(),
+            "configuration error: channel log is not configured"
+        );
     }
 }
