@@ -187,6 +187,30 @@ impl PgStore {
         rows.iter().map(workflow).collect()
     }
 
+    /// `EXPLAIN (ANALYZE, BUFFERS)` of the due-candidates query for the first page of `limit`
+    /// rows, one line per plan line: for benchmarks and for diagnosing a slow run.
+    pub async fn explain_due_candidates(
+        &self,
+        query: &DueQuery,
+        limit: i64,
+    ) -> Result<Vec<String>> {
+        let sql = format!("EXPLAIN (ANALYZE, BUFFERS) {}", CANDIDATES.as_str());
+        let rows = bind_due(sqlx::query(AssertSqlSafe(sql)), query)
+            .bind(None::<Uuid>)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(Error::query("explaining the due query"))?;
+        rows.iter()
+            .map(|row| {
+                row.try_get::<String, _>(0).map_err(|e| Error::Data {
+                    column: "QUERY PLAN",
+                    message: e.to_string(),
+                })
+            })
+            .collect()
+    }
+
     pub(super) async fn claim(
         &self,
         kind: NoticeKind,
