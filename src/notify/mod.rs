@@ -273,6 +273,18 @@ pub fn retry_after_header(response: &reqwest::Response) -> Option<Duration> {
     parse_retry_after(value.to_str().ok()?, Utc::now())
 }
 
+/// Sends `request`; a 2xx response is returned, anything else classified as an [`Error`].
+pub async fn send_http(request: reqwest::RequestBuilder) -> Result<reqwest::Response, Error> {
+    let response = request.send().await.map_err(|e| Error::from_reqwest(&e))?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let retry_after = retry_after_header(&response);
+    let body = response.text().await.unwrap_or_default();
+    Err(Error::from_status(status.as_u16(), retry_after, &body))
+}
+
 /// Timeouts of the shared HTTP client.
 #[derive(Clone, Copy, Debug)]
 pub struct HttpTimeouts {

@@ -4,7 +4,7 @@
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
 
-use super::{Channel, Error, Message, Receipt, retry_after_header, split_mailbox};
+use super::{Channel, Error, Message, Receipt, send_http, split_mailbox};
 use crate::constants::SENDGRID_DEFAULT_ENDPOINT;
 use crate::crd::SendGridChannel;
 
@@ -86,28 +86,20 @@ impl Channel for SendGrid {
             let [message] = messages else {
                 return Err(Error::Config("SendGrid sends one message at a time".into()));
             };
-            let response = self
+            let request = self
                 .http
                 .post(&self.endpoint)
                 .bearer_auth(&self.api_key)
-                .json(&self.body(message)?)
-                .send()
-                .await
-                .map_err(|e| Error::from_reqwest(&e))?;
-            let status = response.status();
-            if status.is_success() {
-                let id = response
-                    .headers()
-                    .get("x-message-id")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned);
-                return Ok(Receipt {
-                    provider_message_id: id,
-                });
-            }
-            let retry_after = retry_after_header(&response);
-            let body = response.text().await.unwrap_or_default();
-            Err(Error::from_status(status.as_u16(), retry_after, &body))
+                .json(&self.body(message)?);
+            let response = send_http(request).await?;
+            let id = response
+                .headers()
+                .get("x-message-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            Ok(Receipt {
+                provider_message_id: id,
+            })
         })
     }
 }

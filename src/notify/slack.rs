@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use futures::future::BoxFuture;
 use serde_json::json;
 
-use super::{Channel, Error, Message, Receipt, retry_after_header};
+use super::{Channel, Error, Message, Receipt, send_http};
 
 /// Notifications listed in a digest; the rest are counted.
 pub const DIGEST_ITEMS: usize = 10;
@@ -78,20 +78,12 @@ impl Channel for Slack {
             if messages.is_empty() {
                 return Ok(Receipt::default());
             }
-            let response = self
+            let request = self
                 .http
                 .post(&self.url)
-                .json(&json!({"text": Self::digest(messages)}))
-                .send()
-                .await
-                .map_err(|e| Error::from_reqwest(&e))?;
-            let status = response.status();
-            if status.is_success() {
-                return Ok(Receipt::default());
-            }
-            let retry_after = retry_after_header(&response);
-            let text = response.text().await.unwrap_or_default();
-            Err(Error::from_status(status.as_u16(), retry_after, &text))
+                .json(&json!({"text": Self::digest(messages)}));
+            send_http(request).await?;
+            Ok(Receipt::default())
         })
     }
 }

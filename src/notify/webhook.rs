@@ -6,7 +6,7 @@ use hmac::{Hmac, Mac};
 use serde_json::json;
 use sha2::Sha256;
 
-use super::{Channel, Error, Message, Receipt, retry_after_header};
+use super::{Channel, Error, Message, Receipt, send_http};
 
 /// Header carrying the signature.
 pub const SIGNATURE_HEADER: &str = "X-Signet-Signature";
@@ -71,18 +71,8 @@ impl Channel for Webhook {
                     signature(key, chrono::Utc::now().timestamp(), &body),
                 );
             }
-            let response = request
-                .body(body)
-                .send()
-                .await
-                .map_err(|e| Error::from_reqwest(&e))?;
-            let status = response.status();
-            if status.is_success() {
-                return Ok(Receipt::default());
-            }
-            let retry_after = retry_after_header(&response);
-            let text = response.text().await.unwrap_or_default();
-            Err(Error::from_status(status.as_u16(), retry_after, &text))
+            send_http(request.body(body)).await?;
+            Ok(Receipt::default())
         })
     }
 }

@@ -12,7 +12,8 @@ use sqlx::{AssertSqlSafe, Row};
 use uuid::Uuid;
 
 use super::{
-    ClaimedDelivery, ConnectOptions, DueQuery, Error, NoticeKind, Outcome, Result, Workflow,
+    ClaimedDelivery, ConnectOptions, DueQuery, Error, NoticeKind, Outcome, Result,
+    WORKFLOW_COLUMNS, Workflow,
 };
 
 /// A PostgreSQL connection pool.
@@ -21,10 +22,6 @@ pub struct PgStore {
     pool: PgPool,
     schema: Option<String>,
 }
-
-const WORKFLOW_COLUMNS: &str = "w.id, w.workflow_type, w.signer_email, w.signer_name, \
-    w.document_title, w.signing_url, w.signer_time_zone, w.status, w.requested_at, \
-    w.deadline_at, w.reminders_sent, w.last_reminded_at, w.expiry_warned_at, w.escalated_at";
 
 /// The due conditions, over the alias `w`. Parameters: $1 workflow types, $2 max reminders,
 /// $3 first after, $4 every, $5 timeout after, $6 expiry warning before, $7 escalation after
@@ -101,7 +98,9 @@ static CLAIMS: LazyLock<[String; 3]> = LazyLock::new(|| {
 });
 
 /// Expired pending deliveries: $1 kinds, $2 workflow types, $3 lease seconds, $4 limit.
-const RECOVER: &str = "WITH recovered AS ( \
+static RECOVER: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH recovered AS ( \
       UPDATE signature_reminder_log l \
       SET attempts = l.attempts + 1, lease_until = now() + $3::float8 * interval '1 second', \
           updated_at = now() \
@@ -114,11 +113,10 @@ const RECOVER: &str = "WITH recovered AS ( \
       RETURNING l.id AS log_id, l.workflow_id, l.kind, l.sequence, l.channel, l.idempotency_key, \
         l.attempts, l.error IS NULL AS possible_duplicate) \
     SELECT r.log_id, r.kind, r.sequence, r.channel, r.idempotency_key, r.attempts, \
-      true AS recovered, r.possible_duplicate, w.id, w.workflow_type, w.signer_email, \
-      w.signer_name, w.document_title, w.signing_url, w.signer_time_zone, w.status, \
-      w.requested_at, w.deadline_at, w.reminders_sent, w.last_reminded_at, w.expiry_warned_at, \
-      w.escalated_at \
-    FROM recovered r JOIN signature_workflows w ON w.id = r.workflow_id ORDER BY r.log_id";
+      true AS recovered, r.possible_duplicate, {WORKFLOW_COLUMNS} \
+    FROM recovered r JOIN signature_workflows w ON w.id = r.workflow_id ORDER BY r.log_id"
+    )
+});
 
 const COMPLETE: &str = "UPDATE signature_reminder_log l \
     SET state = o.state, provider_message_id = o.provider_message_id, error = o.error, \
@@ -247,7 +245,7 @@ impl PgStore {
         limit: i64,
     ) -> Result<Vec<ClaimedDelivery>> {
         let kinds: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
-        let rows = sqlx::query(RECOVER)
+        let rows = sqlx::query(AssertSqlSafe(RECOVER.as_str()))
             .bind(kinds)
             .bind(workflow_types)
             .bind(lease)

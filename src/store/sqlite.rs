@@ -14,8 +14,8 @@ use sqlx::{AssertSqlSafe, Row};
 use uuid::Uuid;
 
 use super::{
-    ClaimedDelivery, ConnectOptions, DueQuery, Error, NoticeKind, Outcome, Result, Workflow,
-    idempotency_key,
+    ClaimedDelivery, ConnectOptions, DueQuery, Error, NoticeKind, Outcome, Result,
+    WORKFLOW_COLUMNS, Workflow, idempotency_key,
 };
 
 /// A SQLite connection pool.
@@ -27,9 +27,6 @@ pub struct SqliteStore {
 /// The current instant in the format the migrations use.
 const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
 
-const WORKFLOW_COLUMNS: &str = "w.id, w.workflow_type, w.signer_email, w.signer_name, \
-    w.document_title, w.signing_url, w.signer_time_zone, w.status, w.requested_at, \
-    w.deadline_at, w.reminders_sent, w.last_reminded_at, w.expiry_warned_at, w.escalated_at";
 /// SQLite's RETURNING takes no table alias.
 const RETURNED_COLUMNS: &str = "id, workflow_type, signer_email, signer_name, document_title, \
     signing_url, signer_time_zone, status, requested_at, deadline_at, reminders_sent, \

@@ -297,94 +297,60 @@ pub async fn log_rows(store: &Store) -> Result<Vec<LogRow>> {
     const SQL: &str = "SELECT workflow_id, kind, sequence, channel, state, attempts, \
         idempotency_key, provider_message_id, error FROM signature_reminder_log ORDER BY id";
     let failed = super::Error::query("reading the log");
-    let map = |workflow_id: Uuid, row: &dyn Fn(&str) -> Option<String>, ints: (i32, i32)| LogRow {
-        workflow_id,
-        kind: row("kind").unwrap_or_default(),
-        sequence: ints.0,
-        channel: row("channel").unwrap_or_default(),
-        state: row("state").unwrap_or_default(),
-        attempts: ints.1,
-        idempotency_key: row("idempotency_key").unwrap_or_default(),
-        provider_message_id: row("provider_message_id"),
-        error: row("error"),
-    };
-    match store {
-        Store::Postgres(pg) => {
-            let rows = sqlx::query(SQL)
-                .fetch_all(pg.pool())
+    macro_rules! rows {
+        ($pool:expr, $id:expr) => {
+            sqlx::query(SQL)
+                .fetch_all($pool)
                 .await
-                .map_err(failed)?;
-            Ok(rows
+                .map_err(failed)?
                 .iter()
-                .map(|r| {
-                    let text = |c: &str| r.get::<Option<String>, _>(c);
-                    map(
-                        r.get("workflow_id"),
-                        &text,
-                        (r.get("sequence"), r.get("attempts")),
-                    )
+                .map(|r| LogRow {
+                    workflow_id: $id(r),
+                    kind: r.get("kind"),
+                    sequence: r.get("sequence"),
+                    channel: r.get("channel"),
+                    state: r.get("state"),
+                    attempts: r.get("attempts"),
+                    idempotency_key: r.get("idempotency_key"),
+                    provider_message_id: r.get("provider_message_id"),
+                    error: r.get("error"),
                 })
-                .collect())
-        }
-        Store::Sqlite(lite) => {
-            let rows = sqlx::query(SQL)
-                .fetch_all(lite.pool())
-                .await
-                .map_err(failed)?;
-            Ok(rows
-                .iter()
-                .map(|r| {
-                    let text = |c: &str| r.get::<Option<String>, _>(c);
-                    let id: String = r.get("workflow_id");
-                    map(
-                        Uuid::parse_str(&id).expect("uuid"),
-                        &text,
-                        (r.get("sequence"), r.get("attempts")),
-                    )
-                })
-                .collect())
-        }
+                .collect()
+        };
     }
+    Ok(match store {
+        Store::Postgres(pg) => rows!(pg.pool(), |r: &sqlx::postgres::PgRow| r.get("workflow_id")),
+        Store::Sqlite(lite) => rows!(lite.pool(), |r: &sqlx::sqlite::SqliteRow| {
+            Uuid::parse_str(r.get::<&str, _>("workflow_id")).expect("UUID text")
+        }),
+    })
 }
 
 /// The workflow with `id`, as the workers see it.
 pub async fn workflow(store: &Store, id: Uuid) -> Result<Workflow> {
-    let rows = store_rows_by_id(store, id).await?;
-    rows.into_iter().next().ok_or(super::Error::Data {
-        column: "signature_workflows.id",
-        message: format!("no workflow {id}"),
-    })
-}
-
-async fn store_rows_by_id(store: &Store, id: Uuid) -> Result<Vec<Workflow>> {
-    // The candidate scan without due conditions would need other SQL; a direct read is simpler.
     let failed = super::Error::query("reading a workflow");
+    let sql = |placeholder: &str| {
+        AssertSqlSafe(format!(
+            "SELECT {} FROM signature_workflows w WHERE w.id = {placeholder}",
+            super::WORKFLOW_COLUMNS
+        ))
+    };
     match store {
         Store::Postgres(pg) => {
-            let row = sqlx::query(
-                "SELECT w.id, w.workflow_type, w.signer_email, w.signer_name, w.document_title, \
-                   w.signing_url, w.signer_time_zone, w.status, w.requested_at, w.deadline_at, \
-                   w.reminders_sent, w.last_reminded_at, w.expiry_warned_at, w.escalated_at \
-                 FROM signature_workflows w WHERE w.id = $1",
-            )
-            .bind(id)
-            .fetch_all(pg.pool())
-            .await
-            .map_err(failed)?;
-            row.iter().map(super::postgres::workflow).collect()
+            let row = sqlx::query(sql("$1"))
+                .bind(id)
+                .fetch_one(pg.pool())
+                .await
+                .map_err(failed)?;
+            super::postgres::workflow(&row)
         }
         Store::Sqlite(lite) => {
-            let row = sqlx::query(
-                "SELECT w.id, w.workflow_type, w.signer_email, w.signer_name, w.document_title, \
-                   w.signing_url, w.signer_time_zone, w.status, w.requested_at, w.deadline_at, \
-                   w.reminders_sent, w.last_reminded_at, w.expiry_warned_at, w.escalated_at \
-                 FROM signature_workflows w WHERE w.id = ?1",
-            )
-            .bind(id.to_string())
-            .fetch_all(lite.pool())
-            .await
-            .map_err(failed)?;
-            row.iter().map(super::sqlite::workflow).collect()
+            let row = sqlx::query(sql("?1"))
+                .bind(id.to_string())
+                .fetch_one(lite.pool())
+                .await
+                .map_err(failed)?;
+            super::sqlite::workflow(&row)
         }
     }
 }

@@ -98,16 +98,8 @@ async fn the_schema_enforces_the_contract(store: &Store) {
     assert!((3599..=3601).contains(&age), "requested {age}s ago");
 
     // The application may insert only its own columns; Signet's have defaults.
-    let minimal = match store {
-        Store::Postgres(_) => {
-            "INSERT INTO signature_workflows (id, workflow_type, signer_email) \
-             VALUES ('6b1f5f2e-0000-4000-8000-000000000001', 't', 'a@example.com')"
-        }
-        Store::Sqlite(_) => {
-            "INSERT INTO signature_workflows (id, workflow_type, signer_email) \
-             VALUES ('6b1f5f2e-0000-4000-8000-000000000001', 't', 'a@example.com')"
-        }
-    };
+    let minimal = "INSERT INTO signature_workflows (id, workflow_type, signer_email) \
+        VALUES ('6b1f5f2e-0000-4000-8000-000000000001', 't', 'a@example.com')";
     testing::execute(store, minimal).await.unwrap();
     let w = testing::workflow(
         store,
