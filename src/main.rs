@@ -75,6 +75,12 @@ enum Command {
         #[command(flatten)]
         worker: WorkerArgs,
     },
+    /// Apply the embedded SQL migrations (PostgreSQL or SQLite); idempotent.
+    Migrate(commands::migrate::MigrateArgs),
+    /// One reminders run: remind due signers, expiry warnings, escalations; then exit.
+    SendReminders(commands::reminders::SendRemindersArgs),
+    /// Show what a reminders run would do right now, changing nothing.
+    Plan(commands::reminders::PlanArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -205,8 +211,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Controller(args) => {
-            let runtime = tokio::runtime::Runtime::new()?;
-            runtime.block_on(signet::controller::run(args.config()))?;
+            runtime()?.block_on(signet::controller::run(args.config()))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Render {
@@ -216,6 +221,22 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         } => {
             commands::render::render(&file, &namespace, &worker.settings(), &mut stdout)?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate(args) => Ok(ExitCode::from(
+            runtime()?.block_on(commands::migrate::migrate(&args, &mut stdout)),
+        )),
+        Command::SendReminders(args) => {
+            drop(stdout);
+            let env = |name: &str| std::env::var(name).ok();
+            Ok(ExitCode::from(runtime()?.block_on(
+                commands::reminders::send_reminders(&args, &env, signet::notify::log::stdout()),
+            )))
+        }
+        Command::Plan(args) => {
+            let env = |name: &str| std::env::var(name).ok();
+            Ok(ExitCode::from(runtime()?.block_on(
+                commands::reminders::plan(&args, &env, &mut stdout),
+            )))
         }
     }
 }
@@ -233,6 +254,12 @@ fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
         source = cause.source();
     }
     text
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }
 
 fn init_logging(level: &str, format: LogFormat) -> anyhow::Result<()> {

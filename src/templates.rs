@@ -1,7 +1,12 @@
-//! Message templates (minijinja): the variables a template may use and the syntax check that
-//! semantic validation runs on a policy's own templates.
+//! Message templates (minijinja): the variables a template may use, the syntax check that
+//! semantic validation runs on a policy's own templates, and the [`Renderer`] the workers use:
+//! built-in defaults per notice kind, overridden part by part by the policy; HTML auto-escaped.
 
-use minijinja::Environment;
+use minijinja::{AutoEscape, Environment};
+use serde::Serialize;
+
+use crate::crd::{MessageTemplate, SignaturePolicySpec};
+use crate::store::NoticeKind;
 
 /// Variables available to reminder and warning templates.
 pub const VARIABLES: &[&str] = &[
@@ -38,6 +43,151 @@ pub fn check(source: &str) -> Result<(), String> {
         unknown.join(", "),
         VARIABLES.join(", ")
     ))
+}
+
+/// The values a template sees (the names of [`VARIABLES`]).
+#[derive(Clone, Debug, Serialize)]
+pub struct TemplateContext {
+    /// The workflow's id.
+    pub workflow_id: String,
+    /// The workflow's type.
+    pub workflow_type: String,
+    /// The signer's name, when known.
+    pub signer_name: Option<String>,
+    /// The signer's address.
+    pub signer_email: String,
+    /// The document's title, when known.
+    pub document_title: Option<String>,
+    /// Where to sign, when known.
+    pub signing_url: Option<String>,
+    /// When the request was made, in the signer's zone (`2026-03-29 18:00 CEST`).
+    pub requested_at: String,
+    /// The deadline in the signer's zone, when there is one.
+    pub deadline: Option<String>,
+    /// Reminder number (1 for the other kinds).
+    pub reminder_number: i32,
+    /// `reminders.maxReminders`.
+    pub max_reminders: i32,
+    /// `reminder`, `expiry_warning`, `escalation` or `timeout_alert`.
+    pub kind: &'static str,
+}
+
+/// A rendered message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Rendered {
+    /// Subject line.
+    pub subject: String,
+    /// Plain-text body.
+    pub text: String,
+    /// HTML body.
+    pub html: String,
+}
+
+const PARTS: [&str; 3] = ["subject", "text", "html"];
+
+const DEFAULT_REMINDER: [&str; 3] = [
+    "Reminder: please sign {{ document_title | default('your document', true) }}",
+    "Hello {{ signer_name | default('there', true) }},\n\n\
+     {{ document_title | default('A document', true) }} is still waiting for your signature.\n\
+     {% if signing_url %}Sign it here: {{ signing_url }}\n{% endif %}\
+     {% if deadline %}Please sign before {{ deadline }}.\n{% endif %}\n\
+     (Reminder {{ reminder_number }} of {{ max_reminders }}.)\n",
+    "<p>Hello {{ signer_name | default('there', true) }},</p>\n\
+     <p>{{ document_title | default('A document', true) }} is still waiting for your signature.</p>\n\
+     {% if signing_url %}<p><a href=\"{{ signing_url }}\">Sign it here</a></p>\n{% endif %}\
+     {% if deadline %}<p>Please sign before {{ deadline }}.</p>\n{% endif %}\
+     <p><small>Reminder {{ reminder_number }} of {{ max_reminders }}.</small></p>\n",
+];
+
+const DEFAULT_EXPIRY_WARNING: [&str; 3] = [
+    "Last chance: {{ document_title | default('your document', true) }} expires {{ deadline }}",
+    "Hello {{ signer_name | default('there', true) }},\n\n\
+     {{ document_title | default('A document', true) }} expires on {{ deadline }} \
+     and still needs your signature.\n\
+     {% if signing_url %}Sign it here: {{ signing_url }}\n{% endif %}",
+    "<p>Hello {{ signer_name | default('there', true) }},</p>\n\
+     <p>{{ document_title | default('A document', true) }} expires on {{ deadline }} \
+     and still needs your signature.</p>\n\
+     {% if signing_url %}<p><a href=\"{{ signing_url }}\">Sign it here</a></p>\n{% endif %}",
+];
+
+const DEFAULT_ALERT: [&str; 3] = [
+    "{% if kind == 'escalation' %}Still unsigned after {{ max_reminders }} reminders{% else %}Timed out{% endif %}: \
+     {{ document_title | default(workflow_type, true) }} ({{ signer_email }})",
+    "{% if kind == 'escalation' %}{{ signer_email }} has not signed \
+     {{ document_title | default(workflow_type, true) }} after {{ max_reminders }} reminders.\
+     {% else %}{{ document_title | default(workflow_type, true) }} for {{ signer_email }} timed out unsigned.{% endif %}\n\
+     Workflow {{ workflow_id }} ({{ workflow_type }}), requested {{ requested_at }}\
+     {% if deadline %}, deadline {{ deadline }}{% endif %}.\n",
+    "<p>{% if kind == 'escalation' %}{{ signer_email }} has not signed \
+     {{ document_title | default(workflow_type, true) }} after {{ max_reminders }} reminders.\
+     {% else %}{{ document_title | default(workflow_type, true) }} for {{ signer_email }} timed out unsigned.{% endif %}</p>\n\
+     <p>Workflow {{ workflow_id }} ({{ workflow_type }}), requested {{ requested_at }}\
+     {% if deadline %}, deadline {{ deadline }}{% endif %}.</p>\n",
+];
+
+/// Renders the messages of one policy. Template names are `<kind>.<part>`; `.html` ones are
+/// auto-escaped, so values from the database cannot inject markup.
+pub struct Renderer {
+    env: Environment<'static>,
+}
+
+impl Renderer {
+    /// The policy's templates over the built-in defaults; the error names the broken template.
+    pub fn new(spec: &SignaturePolicySpec) -> Result<Self, String> {
+        let mut env = Environment::new();
+        env.set_auto_escape_callback(|name| {
+            if name.ends_with(".html") {
+                AutoEscape::Html
+            } else {
+                AutoEscape::None
+            }
+        });
+        let own = |t: Option<&MessageTemplate>| t.cloned().unwrap_or_default();
+        let sections = [
+            (
+                NoticeKind::Reminder,
+                DEFAULT_REMINDER,
+                spec.reminders.as_ref().and_then(|r| r.template.as_ref()),
+            ),
+            (
+                NoticeKind::ExpiryWarning,
+                DEFAULT_EXPIRY_WARNING,
+                spec.expiry_warning
+                    .as_ref()
+                    .and_then(|w| w.template.as_ref()),
+            ),
+            (NoticeKind::Escalation, DEFAULT_ALERT, None),
+            (NoticeKind::TimeoutAlert, DEFAULT_ALERT, None),
+        ];
+        for (kind, defaults, template) in sections {
+            let template = own(template);
+            let overrides = [template.subject, template.text, template.html];
+            for ((part, default), own) in PARTS.iter().zip(defaults).zip(overrides) {
+                let name = format!("{}.{part}", kind.as_str());
+                let source = own.unwrap_or_else(|| default.to_owned());
+                env.add_template_owned(name.clone(), source)
+                    .map_err(|e| format!("template {name}: {}", describe(e)))?;
+            }
+        }
+        Ok(Self { env })
+    }
+
+    /// Renders the message of `kind`.
+    pub fn render(&self, kind: NoticeKind, context: &TemplateContext) -> Result<Rendered, String> {
+        let part = |part: &str| {
+            let name = format!("{}.{part}", kind.as_str());
+            self.env
+                .get_template(&name)
+                .and_then(|t| t.render(minijinja::value::Serde(context)))
+                .map_err(|e| format!("template {name}: {}", describe(e)))
+        };
+        Ok(Rendered {
+            subject: part("subject")?.trim().replace(['\r', '\n'], " "),
+            text: part("text")?,
+            html: part("html")?,
+        })
+    }
 }
 
 fn describe(err: minijinja::Error) -> String {
@@ -80,5 +230,113 @@ mod tests {
             ),
             "{err}"
         );
+    }
+
+    fn context() -> super::TemplateContext {
+        super::TemplateContext {
+            workflow_id: "7f1c".into(),
+            workflow_type: "enrollment-agreement".into(),
+            signer_name: Some("Ada <script>alert(1)</script> & Co".into()),
+            signer_email: "ada@example.com".into(),
+            document_title: Some("Enrollment \"2026\"".into()),
+            signing_url: Some("https://sign.example.com/x?a=1&b=2".into()),
+            requested_at: "2026-03-27 09:00 CET".into(),
+            deadline: Some("2026-04-10 09:00 CEST".into()),
+            reminder_number: 2,
+            max_reminders: 3,
+            kind: "reminder",
+        }
+    }
+
+    fn spec(extra: &str) -> crate::crd::SignaturePolicySpec {
+        let yaml = format!(
+            "database: {{urlSecretRef: {{name: db, key: url}}}}\nchannels: [{{name: log, log: {{}}}}]\n{extra}"
+        );
+        serde_saphyr::from_str(&yaml).unwrap()
+    }
+
+    #[test]
+    fn defaults_render_every_variable_and_escape_html_only() {
+        let renderer = super::Renderer::new(&spec("reminders: {channels: [log]}")).unwrap();
+        let r = renderer
+            .render(crate::store::NoticeKind::Reminder, &context())
+            .unwrap();
+        assert_eq!(r.subject, "Reminder: please sign Enrollment \"2026\"");
+        assert!(
+            r.text.starts_with(
+                "Hello Ada <script>alert(1)</script> & Co,\n\nEnrollment \"2026\" is still waiting"
+            ),
+            "{}",
+            r.text
+        );
+        assert!(
+            r.text
+                .contains("Sign it here: https://sign.example.com/x?a=1&b=2\n")
+        );
+        assert!(r.text.contains("Please sign before 2026-04-10 09:00 CEST."));
+        assert!(r.text.contains("(Reminder 2 of 3.)"));
+        assert!(
+            r.html
+                .contains("Hello Ada &lt;script&gt;alert(1)&lt;&#x2f;script&gt; &amp; Co"),
+            "{}",
+            r.html
+        );
+        assert!(
+            r.html
+                .contains("href=\"https:&#x2f;&#x2f;sign.example.com&#x2f;x?a=1&amp;b=2\""),
+            "{}",
+            r.html
+        );
+        assert!(!r.html.contains("<script>"));
+
+        let mut bare = context();
+        bare.signer_name = None;
+        bare.document_title = None;
+        bare.signing_url = None;
+        bare.deadline = None;
+        let r = renderer
+            .render(crate::store::NoticeKind::Reminder, &bare)
+            .unwrap();
+        assert_eq!(r.subject, "Reminder: please sign your document");
+        assert!(
+            r.text.starts_with("Hello there,\n\nA document is still"),
+            "{}",
+            r.text
+        );
+        assert!(!r.text.contains("Sign it here") && !r.text.contains("before"));
+
+        let alert = renderer
+            .render(
+                crate::store::NoticeKind::Escalation,
+                &super::TemplateContext {
+                    kind: "escalation",
+                    ..context()
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            alert.subject,
+            "Still unsigned after 3 reminders: Enrollment \"2026\" (ada@example.com)"
+        );
+    }
+
+    #[test]
+    fn policy_templates_override_part_by_part() {
+        let renderer = super::Renderer::new(&spec(
+            "reminders: {channels: [log], template: {subject: \"Sign {{ document_title }} now\\n\", html: \"<b>{{ signer_name }}</b>\"}}",
+        ))
+        .unwrap();
+        let r = renderer
+            .render(crate::store::NoticeKind::Reminder, &context())
+            .unwrap();
+        assert_eq!(
+            r.subject, "Sign Enrollment \"2026\" now",
+            "newlines never reach a subject"
+        );
+        assert_eq!(
+            r.html,
+            "<b>Ada &lt;script&gt;alert(1)&lt;&#x2f;script&gt; &amp; Co</b>"
+        );
+        assert!(r.text.starts_with("Hello Ada"), "the default text stays");
     }
 }

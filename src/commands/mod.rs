@@ -1,5 +1,7 @@
 //! One function per subcommand; `main.rs` parses arguments and calls these.
 
+pub mod migrate;
+pub mod reminders;
 pub mod render;
 pub mod validate;
 

@@ -1,0 +1,247 @@
+//! `signet send-reminders` and `signet plan`: load the policy (env `SIGNET_POLICY` as JSON, or a
+//! YAML file), validate it like `signet validate`, find the database URL, then run or plan.
+//! Exit codes: 0 the run completed, 1 a transient failure aborted it, 2 configuration error.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde_json::{Value, json};
+
+use crate::admission::Admission;
+use crate::admission::files::read_documents;
+use crate::constants::{API_GROUP_VERSION, POLICY_KIND};
+use crate::crd::SignaturePolicySpec;
+use crate::notify::{self, EnvLookup, HttpTimeouts, log::SharedWriter};
+use crate::store::{ConnectOptions, Store};
+use crate::worker::{self, Error, Run, RunOptions, RunSummary, channels_by_kind};
+
+/// Where the policy and the database come from (shared by `send-reminders` and `plan`).
+#[derive(Clone, Debug, clap::Args)]
+pub struct PolicyArgs {
+    /// The policy as JSON: the spec, or the whole SignaturePolicy (the controller sets this).
+    #[arg(
+        long,
+        env = "SIGNET_POLICY",
+        hide_env_values = true,
+        conflicts_with = "policy_file"
+    )]
+    pub policy: Option<String>,
+
+    /// A policy file (YAML or JSON, one SignaturePolicy), instead of `--policy`.
+    #[arg(long, env = "SIGNET_POLICY_FILE")]
+    pub policy_file: Option<PathBuf>,
+
+    /// Database URL; default: the environment variable named by spec.database.urlSecretRef.
+    #[arg(long, env = "SIGNET_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+}
+
+/// `signet send-reminders` options.
+#[derive(Clone, Debug, clap::Args)]
+pub struct SendRemindersArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub policy: PolicyArgs,
+
+    /// How long a claimed delivery is this run's before another run may retry it.
+    #[arg(long, env = "SIGNET_LEASE", default_value = "15m")]
+    pub lease: crate::duration::Duration,
+
+    /// Workflows per page and claim.
+    #[arg(long, env = "SIGNET_BATCH_SIZE", default_value_t = 500, value_parser = clap::value_parser!(i64).range(1..=10_000))]
+    pub batch_size: i64,
+
+    /// Sends in flight at most.
+    #[arg(long, env = "SIGNET_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub concurrency: u16,
+}
+
+/// How `plan` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PlanOutput {
+    /// One line per delivery, then totals per channel.
+    Table,
+    /// One JSON document.
+    Json,
+}
+
+/// `signet plan` options.
+#[derive(Clone, Debug, clap::Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub policy: PolicyArgs,
+
+    /// Output format.
+    #[arg(short = 'o', long, env = "SIGNET_PLAN_OUTPUT", value_enum, default_value_t = PlanOutput::Table)]
+    pub output: PlanOutput,
+}
+
+/// Reads and validates the policy; the error is for a person (exit code 2).
+pub fn load_policy(args: &PolicyArgs) -> Result<SignaturePolicySpec, String> {
+    let value = match (&args.policy, &args.policy_file) {
+        (Some(json), _) => {
+            let value: Value = serde_json::from_str(json)
+                .map_err(|e| format!("SIGNET_POLICY is not valid JSON: {e}"))?;
+            // A bare spec is wrapped so that it goes through exactly the checks a whole object does.
+            if value.get("spec").is_some() || value.get("apiVersion").is_some() {
+                value
+            } else {
+                json!({
+                    "apiVersion": API_GROUP_VERSION,
+                    "kind": POLICY_KIND,
+                    "metadata": {"name": "policy"},
+                    "spec": value,
+                })
+            }
+        }
+        (None, Some(file)) => read_policy_file(file)?,
+        (None, None) => {
+            return Err("no policy: set SIGNET_POLICY (JSON) or --policy-file".to_owned());
+        }
+    };
+    let verdict = Admission::new().check(value);
+    match verdict.policy {
+        Some(policy) if verdict.errors.is_empty() => Ok(policy.spec),
+        _ => Err(format!(
+            "the policy is invalid:\n{}",
+            verdict
+                .errors
+                .iter()
+                .map(|e| format!("  {e}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        )),
+    }
+}
+
+fn read_policy_file(file: &Path) -> Result<Value, String> {
+    if !file.is_file() {
+        return Err(format!("{}: no such file", file.display()));
+    }
+    let mut documents = read_documents(file);
+    match documents.len() {
+        1 => documents
+            .remove(0)
+            .content
+            .map_err(|e| format!("{}: {e}", file.display())),
+        n => Err(format!(
+            "{}: expected one SignaturePolicy, found {n} documents",
+            file.display()
+        )),
+    }
+}
+
+/// The database URL: `--database-url`, else the secret's environment variable.
+pub fn database_url(
+    args: &PolicyArgs,
+    spec: &SignaturePolicySpec,
+    env: EnvLookup<'_>,
+) -> Result<String, String> {
+    if let Some(url) = args.database_url.as_ref().filter(|u| !u.is_empty()) {
+        return Ok(url.clone());
+    }
+    notify::secret(
+        env,
+        &spec.database.url_secret_ref,
+        "spec.database.urlSecretRef",
+    )
+    .map_err(|e| format!("{e}; or pass --database-url / SIGNET_DATABASE_URL"))
+}
+
+async fn connect(url: &str, spec: &SignaturePolicySpec, max: u32) -> Result<Store, Error> {
+    Ok(Store::connect(
+        url,
+        &ConnectOptions {
+            schema: spec.database.schema.clone(),
+            create_sqlite_file: false,
+            max_connections: max,
+        },
+    )
+    .await?)
+}
+
+/// `signet send-reminders`: one run; writes the summary line to `out`; returns the exit code.
+pub async fn send_reminders(args: &SendRemindersArgs, env: EnvLookup<'_>, out: SharedWriter) -> u8 {
+    let started = Instant::now();
+    let result = run(args, env, out.clone()).await;
+    let line = match &result {
+        Ok(summary) => {
+            let mut line = serde_json::to_value(summary).expect("summaries serialize");
+            line["outcome"] = json!(summary.outcome());
+            line
+        }
+        Err(err) => {
+            tracing::error!(reason = err.reason(), "{err}");
+            json!({
+                "outcome": if err.is_configuration() { "ConfigError" } else { "Failed" },
+                "reason": err.reason(),
+                "error": err.to_string(),
+                "durationMs": started.elapsed().as_millis() as u64,
+            })
+        }
+    };
+    let mut out = out.lock().unwrap_or_else(|e| e.into_inner());
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+    match result {
+        Ok(_) => 0,
+        Err(err) => err.exit_code(),
+    }
+}
+
+async fn run(
+    args: &SendRemindersArgs,
+    env: EnvLookup<'_>,
+    out: SharedWriter,
+) -> Result<RunSummary, Error> {
+    let spec = load_policy(&args.policy).map_err(Error::Config)?;
+    let url = database_url(&args.policy, &spec, env).map_err(Error::Config)?;
+    let routes = channels_by_kind(&spec);
+    let names: Vec<&str> = routes.values().flatten().map(String::as_str).collect();
+    let http =
+        notify::http_client(HttpTimeouts::default()).map_err(|e| Error::Config(e.to_string()))?;
+    let channels = notify::build_channels(&spec, &names, env, &http, &out)
+        .map_err(|e| Error::Config(e.to_string()))?;
+    let options = RunOptions {
+        lease: args.lease.to_std(),
+        batch_size: args.batch_size,
+        concurrency: usize::from(args.concurrency),
+        ..RunOptions::default()
+    };
+    let run = Run::new(&spec, &channels, options)?;
+    let store = connect(&url, &spec, 4).await?;
+    let summary = run.send_reminders(&store).await;
+    store.close().await;
+    summary
+}
+
+/// `signet plan`: prints what a run would do now; returns the exit code.
+pub async fn plan(args: &PlanArgs, env: EnvLookup<'_>, out: &mut impl Write) -> u8 {
+    let result = async {
+        let spec = load_policy(&args.policy).map_err(Error::Config)?;
+        let url = database_url(&args.policy, &spec, env).map_err(Error::Config)?;
+        let store = connect(&url, &spec, 1).await?;
+        let plan = worker::plan::plan(&store, &spec, 1000).await;
+        store.close().await;
+        plan
+    }
+    .await;
+    match result {
+        Ok(plan) => {
+            let written = match args.output {
+                PlanOutput::Json => plan.write_json(out),
+                PlanOutput::Table => plan.write_table(out),
+            };
+            if let Err(err) = written {
+                eprintln!("signet: cannot write the plan: {err}");
+                return 1;
+            }
+            0
+        }
+        Err(err) => {
+            eprintln!("signet: {err}");
+            err.exit_code()
+        }
+    }
+}

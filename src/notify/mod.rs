@@ -1,0 +1,492 @@
+//! Delivering notifications: one [`Channel`] trait over SendGrid, SMTP, Slack, webhooks and the
+//! log; errors split into permanent (4xx: that row only) and transient (429, 5xx, timeouts:
+//! retried with capped, jittered exponential backoff honouring `Retry-After`). Secrets come only
+//! from the `SecretKeyRef::env_var()` environment variables.
+
+pub mod log;
+pub mod sendgrid;
+pub mod slack;
+pub mod smtp;
+pub mod webhook;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::crd::{ChannelKind, SecretKeyRef, SignaturePolicySpec};
+use crate::store::NoticeKind;
+use crate::templates::Rendered;
+
+/// Why a delivery failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Error {
+    /// The provider refused it (4xx other than 429, SMTP 5xx): retrying cannot help.
+    #[error("rejected by the provider{}: {message}", status.map(|s| format!(" ({s})")).unwrap_or_default())]
+    Rejected {
+        /// HTTP status or SMTP code.
+        status: Option<u16>,
+        /// What the provider said.
+        message: String,
+    },
+    /// The provider asked to slow down (429).
+    #[error("rate limited by the provider{}", retry_after.map(|d| format!(", retry after {}s", d.as_secs())).unwrap_or_default())]
+    RateLimited {
+        /// How long it asked to wait.
+        retry_after: Option<Duration>,
+    },
+    /// The provider failed (5xx, SMTP 4xx).
+    #[error("the provider is unavailable{}: {message}", status.map(|s| format!(" ({s})")).unwrap_or_default())]
+    Unavailable {
+        /// HTTP status or SMTP code.
+        status: Option<u16>,
+        /// What it said.
+        message: String,
+        /// How long it asked to wait.
+        retry_after: Option<Duration>,
+    },
+    /// No answer in time: the message may or may not have been accepted.
+    #[error("the provider did not answer in time")]
+    Timeout,
+    /// The connection failed before the request was sent.
+    #[error("cannot reach the provider: {0}")]
+    Network(String),
+    /// The channel cannot work as configured (bad address, bad URL, missing secret).
+    #[error("{0}")]
+    Config(String),
+}
+
+impl Error {
+    /// A stable name for logs, metrics and the log table.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Rejected { .. } => "ProviderRejected",
+            Error::RateLimited { .. } => "ProviderRateLimited",
+            Error::Unavailable { .. } => "ProviderUnavailable",
+            Error::Timeout => "ProviderTimeout",
+            Error::Network(_) => "ProviderUnreachable",
+            Error::Config(_) => "ChannelMisconfigured",
+        }
+    }
+
+    /// Whether a later attempt may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Error::RateLimited { .. }
+                | Error::Unavailable { .. }
+                | Error::Timeout
+                | Error::Network(_)
+        )
+    }
+
+    /// How long the provider asked to wait.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::RateLimited { retry_after } | Error::Unavailable { retry_after, .. } => {
+                *retry_after
+            }
+            _ => None,
+        }
+    }
+
+    /// Classifies an HTTP error response.
+    pub fn from_status(status: u16, retry_after: Option<Duration>, body: &str) -> Self {
+        let message = body.chars().take(300).collect::<String>().trim().to_owned();
+        match status {
+            429 => Error::RateLimited { retry_after },
+            500..=599 => Error::Unavailable {
+                status: Some(status),
+                message,
+                retry_after,
+            },
+            // 408 is the server giving up waiting: worth another try.
+            408 => Error::Unavailable {
+                status: Some(status),
+                message,
+                retry_after,
+            },
+            _ => Error::Rejected {
+                status: Some(status),
+                message,
+            },
+        }
+    }
+
+    /// Classifies a reqwest failure without a response.
+    pub fn from_reqwest(err: &reqwest::Error) -> Self {
+        if err.is_timeout() {
+            Error::Timeout
+        } else if err.is_builder() {
+            Error::Config(format!("invalid request: {err}"))
+        } else {
+            Error::Network(err.to_string())
+        }
+    }
+}
+
+/// One delivery, rendered: what a channel sends.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Message {
+    /// `signature_reminder_log.id`.
+    #[serde(skip)]
+    pub log_id: i64,
+    /// Reminder, expiry warning, escalation or timeout alert.
+    pub kind: NoticeKind,
+    /// Reminder number, 1 for the others.
+    pub sequence: i32,
+    /// The workflow's id.
+    pub workflow_id: Uuid,
+    /// The workflow's type.
+    pub workflow_type: String,
+    /// The signer's address.
+    pub signer_email: String,
+    /// The signer's name.
+    pub signer_name: Option<String>,
+    /// The document's title.
+    pub document_title: Option<String>,
+    /// Where to sign.
+    pub signing_url: Option<String>,
+    /// The workflow's deadline.
+    pub deadline: Option<DateTime<Utc>>,
+    /// Stable across retries.
+    pub idempotency_key: String,
+    /// Subject and bodies.
+    #[serde(skip)]
+    pub content: Rendered,
+}
+
+impl Message {
+    /// Where an email goes: the signer for signer notices, the channel's list for alerts.
+    pub fn email_recipients(&self, alert_to: &[String]) -> Vec<String> {
+        if self.kind.is_for_signer() {
+            vec![self.signer_email.clone()]
+        } else {
+            alert_to.to_vec()
+        }
+    }
+}
+
+/// What a provider said when it accepted a delivery.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Receipt {
+    /// The provider's id for the message, when it gives one.
+    pub provider_message_id: Option<String>,
+}
+
+/// A way to deliver notifications.
+pub trait Channel: Send + Sync {
+    /// Whether the channel takes every message of a run in one send (Slack's digest); others get
+    /// one message per send.
+    fn is_digest(&self) -> bool {
+        false
+    }
+
+    /// Sends `messages` (exactly one unless [`Channel::is_digest`]) once, without retrying.
+    fn send<'a>(&'a self, messages: &'a [Message]) -> BoxFuture<'a, Result<Receipt, Error>>;
+}
+
+/// Capped, jittered exponential backoff.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RetryPolicy {
+    /// Tries per send, the first included.
+    pub attempts: u32,
+    /// Backoff before the second try (doubling each time, with full jitter).
+    pub base: Duration,
+    /// Longest backoff.
+    pub cap: Duration,
+    /// A `Retry-After` longer than this ends the run's tries; the next run retries instead.
+    pub max_retry_after: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            attempts: 4,
+            base: Duration::from_millis(500),
+            cap: Duration::from_secs(20),
+            max_retry_after: Duration::from_secs(60),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait before try `attempt + 1` (`attempt` from 1): `Retry-After` when given, else a
+    /// random duration up to `min(cap, base * 2^(attempt-1))`.
+    pub fn backoff(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
+        if let Some(wait) = retry_after {
+            return wait;
+        }
+        let ceiling = self
+            .base
+            .saturating_mul(1u32 << (attempt.saturating_sub(1)).min(20))
+            .min(self.cap);
+        let jitter = rand::random_range(0.0..=1.0);
+        ceiling.mul_f64(jitter)
+    }
+
+    /// Sends through `channel`, retrying transient failures; the last error when all tries fail.
+    pub async fn send(
+        &self,
+        channel: &dyn Channel,
+        messages: &[Message],
+    ) -> Result<Receipt, Error> {
+        let mut attempt = 1;
+        loop {
+            match channel.send(messages).await {
+                Ok(receipt) => return Ok(receipt),
+                Err(err) if !err.is_transient() || attempt >= self.attempts => return Err(err),
+                Err(err) => {
+                    let wait = self.backoff(attempt, err.retry_after());
+                    if wait > self.max_retry_after {
+                        return Err(err);
+                    }
+                    tracing::debug!(attempt, wait_ms = wait.as_millis() as u64, error = %err, "retrying a send");
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+}
+
+/// Parses a `Retry-After` header: delay-seconds or an HTTP-date (relative to `now`).
+pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = DateTime::parse_from_rfc2822(value)
+        .ok()?
+        .with_timezone(&Utc);
+    Some((at - now).to_std().unwrap_or(Duration::ZERO))
+}
+
+/// The `Retry-After` of a response, if any.
+pub fn retry_after_header(response: &reqwest::Response) -> Option<Duration> {
+    let value = response.headers().get(reqwest::header::RETRY_AFTER)?;
+    parse_retry_after(value.to_str().ok()?, Utc::now())
+}
+
+/// Sends `request`; a 2xx response is returned, anything else classified as an [`Error`].
+pub async fn send_http(request: reqwest::RequestBuilder) -> Result<reqwest::Response, Error> {
+    let response = request.send().await.map_err(|e| Error::from_reqwest(&e))?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let retry_after = retry_after_header(&response);
+    let body = response.text().await.unwrap_or_default();
+    Err(Error::from_status(status.as_u16(), retry_after, &body))
+}
+
+/// Timeouts of the shared HTTP client.
+#[derive(Clone, Copy, Debug)]
+pub struct HttpTimeouts {
+    /// Establishing a connection.
+    pub connect: Duration,
+    /// A whole request, response included.
+    pub total: Duration,
+}
+
+impl Default for HttpTimeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(5),
+            total: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The one HTTP client every HTTP channel shares. Installs the ring crypto provider for rustls
+/// if none is installed yet.
+pub fn http_client(timeouts: HttpTimeouts) -> Result<reqwest::Client, Error> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .connect_timeout(timeouts.connect)
+        .timeout(timeouts.total)
+        .user_agent(concat!("signet/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))
+}
+
+/// Reads an environment variable; tests pass their own lookup instead of the process env.
+pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// The value of a secret from its environment variable.
+pub fn secret(env: EnvLookup<'_>, secret: &SecretKeyRef, field: &str) -> Result<String, Error> {
+    let var = secret.env_var();
+    env(&var).filter(|v| !v.is_empty()).ok_or_else(|| {
+        Error::Config(format!(
+            "{field}: environment variable {var} (Secret {:?} key {:?}) is not set",
+            secret.name, secret.key
+        ))
+    })
+}
+
+/// Builds the channels named in `names` from the policy; a missing secret or unknown channel is
+/// a configuration error.
+pub fn build_channels(
+    spec: &SignaturePolicySpec,
+    names: &[&str],
+    env: EnvLookup<'_>,
+    http: &reqwest::Client,
+    log_out: &log::SharedWriter,
+) -> Result<BTreeMap<String, Arc<dyn Channel>>, Error> {
+    let mut channels: BTreeMap<String, Arc<dyn Channel>> = BTreeMap::new();
+    for name in names {
+        if channels.contains_key(*name) {
+            continue;
+        }
+        let channel = spec
+            .channel(name)
+            .ok_or_else(|| Error::Config(format!("no channel named {name} in spec.channels")))?;
+        let path = |field: &str| format!("channel {name}: {field}");
+        let built: Arc<dyn Channel> = match channel.kind() {
+            Some(ChannelKind::SendGrid(c)) => Arc::new(sendgrid::SendGrid::new(
+                c,
+                secret(
+                    env,
+                    &c.api_key_secret_ref,
+                    &path("sendgrid.apiKeySecretRef"),
+                )?,
+                http.clone(),
+            )?),
+            Some(ChannelKind::Smtp(c)) => {
+                let credentials = match &c.credentials_secret_ref {
+                    Some(creds) => Some((
+                        secret(env, &creds.username(), &path("smtp.credentialsSecretRef"))?,
+                        secret(env, &creds.password(), &path("smtp.credentialsSecretRef"))?,
+                    )),
+                    None => None,
+                };
+                Arc::new(smtp::Smtp::new(c, credentials)?)
+            }
+            Some(ChannelKind::Slack(c)) => Arc::new(slack::Slack::new(
+                secret(
+                    env,
+                    &c.webhook_url_secret_ref,
+                    &path("slack.webhookUrlSecretRef"),
+                )?,
+                http.clone(),
+            )),
+            Some(ChannelKind::Webhook(c)) => Arc::new(webhook::Webhook::new(
+                secret(env, &c.url_secret_ref, &path("webhook.urlSecretRef"))?,
+                c.signing_secret_ref
+                    .as_ref()
+                    .map(|s| secret(env, s, &path("webhook.signingSecretRef")))
+                    .transpose()?,
+                http.clone(),
+            )),
+            Some(ChannelKind::Log(_)) => Arc::new(log::Log::new(name, log_out.clone())),
+            None => {
+                return Err(Error::Config(format!(
+                    "channel {name} must set exactly one kind"
+                )));
+            }
+        };
+        channels.insert((*name).to_owned(), built);
+    }
+    Ok(channels)
+}
+
+/// Splits `Name <address>` into its parts (`address` alone has no name).
+pub fn split_mailbox(mailbox: &str) -> (Option<String>, String) {
+    let mailbox = mailbox.trim();
+    match mailbox.rsplit_once('<') {
+        Some((name, rest)) => {
+            let name = name.trim().trim_matches('"').trim();
+            (
+                (!name.is_empty()).then(|| name.to_owned()),
+                rest.trim_end_matches('>').trim().to_owned(),
+            )
+        }
+        None => (None, mailbox.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_in_seconds_and_as_an_http_date() {
+        let now = DateTime::parse_from_rfc3339("2026-03-29T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(parse_retry_after("7", now), Some(Duration::from_secs(7)));
+        assert_eq!(parse_retry_after(" 0 ", now), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("Sun, 29 Mar 2026 10:00:30 GMT", now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 29 Mar 2026 09:00:00 GMT", now),
+            Some(Duration::ZERO),
+            "a date in the past means now"
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("-5", now), None);
+    }
+
+    #[test]
+    fn statuses_are_classified() {
+        assert!(!Error::from_status(400, None, "bad").is_transient());
+        assert!(!Error::from_status(401, None, "").is_transient());
+        assert!(!Error::from_status(404, None, "").is_transient());
+        assert!(Error::from_status(408, None, "").is_transient());
+        assert!(Error::from_status(429, None, "").is_transient());
+        assert!(Error::from_status(500, None, "").is_transient());
+        assert!(Error::from_status(503, None, "").is_transient());
+        assert_eq!(
+            Error::from_status(429, Some(Duration::from_secs(3)), "").retry_after(),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(
+            Error::from_status(400, None, "").reason(),
+            "ProviderRejected"
+        );
+        assert!(Error::Timeout.is_transient() && !Error::Config("x".into()).is_transient());
+    }
+
+    #[test]
+    fn backoff_is_capped_jittered_and_honours_retry_after() {
+        let policy = RetryPolicy {
+            attempts: 10,
+            base: Duration::from_millis(100),
+            cap: Duration::from_millis(1000),
+            max_retry_after: Duration::from_secs(60),
+        };
+        for attempt in 1..=12 {
+            let ceiling = Duration::from_millis((100u64 << (attempt - 1)).min(1000));
+            let waits: Vec<Duration> = (0..50).map(|_| policy.backoff(attempt, None)).collect();
+            assert!(waits.iter().all(|w| *w <= ceiling), "attempt {attempt}");
+            assert!(waits.iter().any(|w| *w != waits[0]), "jittered");
+        }
+        assert_eq!(
+            policy.backoff(1, Some(Duration::from_secs(2))),
+            Duration::from_secs(2)
+        );
+    }
+
+    #[test]
+    fn mailboxes_split() {
+        assert_eq!(
+            split_mailbox("Enrollment <no-reply@example.com>"),
+            (Some("Enrollment".into()), "no-reply@example.com".into())
+        );
+        assert_eq!(
+            split_mailbox("\"Ops, Team\" <ops@example.com>"),
+            (Some("Ops, Team".into()), "ops@example.com".into())
+        );
+        assert_eq!(
+            split_mailbox("a@example.com"),
+            (None, "a@example.com".into())
+        );
+    }
+}

@@ -1,0 +1,460 @@
+//! The database behind the workers: the embedded migrations and one small interface over
+//! PostgreSQL ([`postgres`]) and SQLite ([`sqlite`]). Plain SQL with bind parameters; the database
+//! clock decides what is due; a claim marks a workflow's notice as taken and inserts its pending
+//! log rows in one statement (PostgreSQL) or one `BEGIN IMMEDIATE` transaction (SQLite).
+
+pub mod postgres;
+pub mod sqlite;
+pub mod testing;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::due::Timing;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The URL or schema name cannot be used: a configuration error.
+    #[error("{0}")]
+    Config(String),
+    /// The database could not be reached.
+    #[error("cannot connect to the database: {0}")]
+    Connect(#[source] sqlx::Error),
+    /// Applying the migrations failed.
+    #[error("applying the migrations failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A statement failed.
+    #[error("{context} failed: {source}")]
+    Query {
+        /// What was being done.
+        context: &'static str,
+        /// The driver's error.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// A row held a value Signet cannot use.
+    #[error("unexpected value in {column}: {message}")]
+    Data {
+        /// The column.
+        column: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+impl Error {
+    /// A stable name for logs, metrics and condition reasons.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Config(_) => "DatabaseConfigInvalid",
+            Error::Connect(_) => "DatabaseUnavailable",
+            Error::Migrate(_) => "MigrationFailed",
+            Error::Query { .. } => "QueryFailed",
+            Error::Data { .. } => "UnexpectedData",
+        }
+    }
+
+    /// Whether retrying cannot help (exit code 2 rather than 1).
+    pub fn is_configuration(&self) -> bool {
+        matches!(self, Error::Config(_))
+    }
+
+    pub(crate) fn query(context: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
+        move |source| Error::Query { context, source }
+    }
+}
+
+/// The columns of [`Workflow`], over the alias `w`, as both backends select them.
+const WORKFLOW_COLUMNS: &str = "w.id, w.workflow_type, w.signer_email, w.signer_name, \
+    w.document_title, w.signing_url, w.signer_time_zone, w.status, w.requested_at, \
+    w.deadline_at, w.reminders_sent, w.last_reminded_at, w.expiry_warned_at, w.escalated_at";
+
+/// Shorthand for store results.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The kinds of notification, as stored in `signature_reminder_log.kind`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoticeKind {
+    /// Reminder *k* to the signer.
+    Reminder,
+    /// The one warning before the deadline, to the signer.
+    ExpiryWarning,
+    /// The alert once reminders are exhausted, to the team.
+    Escalation,
+    /// The alert about a timed-out workflow, to the team.
+    TimeoutAlert,
+}
+
+impl NoticeKind {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NoticeKind::Reminder => "reminder",
+            NoticeKind::ExpiryWarning => "expiry_warning",
+            NoticeKind::Escalation => "escalation",
+            NoticeKind::TimeoutAlert => "timeout_alert",
+        }
+    }
+
+    /// The kind of a stored name.
+    pub fn parse(name: &str) -> Result<Self> {
+        Ok(match name {
+            "reminder" => NoticeKind::Reminder,
+            "expiry_warning" => NoticeKind::ExpiryWarning,
+            "escalation" => NoticeKind::Escalation,
+            "timeout_alert" => NoticeKind::TimeoutAlert,
+            other => {
+                return Err(Error::Data {
+                    column: "signature_reminder_log.kind",
+                    message: format!("unknown kind {other:?}"),
+                });
+            }
+        })
+    }
+
+    /// Whether it goes to the signer (and so is subject to the send window).
+    pub fn is_for_signer(self) -> bool {
+        matches!(self, NoticeKind::Reminder | NoticeKind::ExpiryWarning)
+    }
+}
+
+/// The kinds the reminders worker sends.
+pub const REMINDER_WORKER_KINDS: [NoticeKind; 3] = [
+    NoticeKind::Reminder,
+    NoticeKind::ExpiryWarning,
+    NoticeKind::Escalation,
+];
+
+/// One row of `signature_workflows`, as the workers read it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Workflow {
+    /// The application's workflow id.
+    pub id: Uuid,
+    /// Matched by `spec.selector.workflowTypes`.
+    pub workflow_type: String,
+    /// Where email reminders go.
+    pub signer_email: String,
+    /// For templates.
+    pub signer_name: Option<String>,
+    /// For templates.
+    pub document_title: Option<String>,
+    /// For templates.
+    pub signing_url: Option<String>,
+    /// IANA zone of the signer, when the application knows it.
+    pub signer_time_zone: Option<String>,
+    /// `pending`, `signed`, `declined`, `cancelled` or `timed_out`.
+    pub status: String,
+    /// When the clock started.
+    pub requested_at: DateTime<Utc>,
+    /// This row's own deadline.
+    pub deadline_at: Option<DateTime<Utc>>,
+    /// Reminders claimed so far.
+    pub reminders_sent: i32,
+    /// When the last reminder was claimed.
+    pub last_reminded_at: Option<DateTime<Utc>>,
+    /// When the expiry warning was claimed.
+    pub expiry_warned_at: Option<DateTime<Utc>>,
+    /// When the escalation was claimed.
+    pub escalated_at: Option<DateTime<Utc>>,
+}
+
+/// What the reminders worker selects: the policy's workflow types and timing, as SQL parameters.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DueQuery {
+    /// `spec.selector.workflowTypes`; empty: every type.
+    pub workflow_types: Vec<String>,
+    /// `reminders.maxReminders`.
+    pub max_reminders: i32,
+    /// `reminders.firstAfter`, seconds.
+    pub first_after: f64,
+    /// `reminders.every`, seconds.
+    pub every: f64,
+    /// `timeout.after`, seconds.
+    pub timeout_after: Option<f64>,
+    /// `expiryWarning.before`, seconds.
+    pub expiry_warning_before: Option<f64>,
+    /// `escalation.after`, seconds.
+    pub escalation_after: Option<f64>,
+}
+
+impl DueQuery {
+    /// The query for a policy; `None` when it has no reminders (nothing for this worker to do).
+    pub fn new(workflow_types: &[String], timing: &Timing) -> Option<Self> {
+        let reminders = timing.reminders.as_ref()?;
+        let secs = |d: chrono::Duration| d.num_milliseconds() as f64 / 1000.0;
+        Some(Self {
+            workflow_types: workflow_types.to_vec(),
+            max_reminders: reminders.max_reminders,
+            first_after: secs(reminders.first_after),
+            every: secs(reminders.every),
+            timeout_after: timing.timeout_after.map(secs),
+            expiry_warning_before: timing.expiry_warning_before.map(secs),
+            escalation_after: timing.escalation_after.map(secs),
+        })
+    }
+}
+
+/// A delivery this worker now holds: one pending log row (one workflow, notice and channel).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClaimedDelivery {
+    /// `signature_reminder_log.id`.
+    pub log_id: i64,
+    /// The workflow, as it stands after the claim.
+    pub workflow: Workflow,
+    /// What is being sent.
+    pub kind: NoticeKind,
+    /// Reminder number, 1 for once-only notices.
+    pub sequence: i32,
+    /// The channel's name in the policy.
+    pub channel: String,
+    /// Stable across retries; travels with the send so providers can deduplicate.
+    pub idempotency_key: String,
+    /// Attempts including this one.
+    pub attempts: i32,
+    /// A retry of an earlier run's delivery.
+    pub recovered: bool,
+    /// A retry whose earlier attempt left no outcome (the worker died mid-send): the message may
+    /// already have gone out.
+    pub possible_duplicate: bool,
+}
+
+/// How a delivery ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// The provider accepted it.
+    Sent {
+        /// The provider's id for it, when it gives one.
+        provider_message_id: Option<String>,
+    },
+    /// It will not be sent.
+    Failed {
+        /// Why.
+        error: String,
+    },
+    /// Not sent this run; the next run retries once `after` has passed.
+    Retry {
+        /// Why.
+        error: String,
+        /// Seconds until it may be retried.
+        after: f64,
+    },
+}
+
+impl Outcome {
+    fn state(&self) -> &'static str {
+        match self {
+            Outcome::Sent { .. } => "sent",
+            Outcome::Failed { .. } => "failed",
+            Outcome::Retry { .. } => "pending",
+        }
+    }
+
+    fn provider_message_id(&self) -> Option<&str> {
+        match self {
+            Outcome::Sent {
+                provider_message_id,
+            } => provider_message_id.as_deref(),
+            _ => None,
+        }
+    }
+
+    fn error(&self) -> Option<&str> {
+        match self {
+            Outcome::Failed { error } | Outcome::Retry { error, .. } => Some(error),
+            Outcome::Sent { .. } => None,
+        }
+    }
+
+    fn retry_after(&self) -> f64 {
+        match self {
+            Outcome::Retry { after, .. } => *after,
+            _ => 0.0,
+        }
+    }
+}
+
+/// A connected store.
+#[derive(Clone, Debug)]
+pub enum Store {
+    /// PostgreSQL, the production store.
+    Postgres(postgres::PgStore),
+    /// SQLite, for local runs and tests.
+    Sqlite(sqlite::SqliteStore),
+}
+
+/// How to connect.
+#[derive(Clone, Debug, Default)]
+pub struct ConnectOptions {
+    /// PostgreSQL schema holding the tables (`spec.database.schema`); set as the search path.
+    pub schema: Option<String>,
+    /// Create the SQLite file when it is missing (migrations only).
+    pub create_sqlite_file: bool,
+    /// Connections in the pool at most.
+    pub max_connections: u32,
+}
+
+impl Store {
+    /// Connects to `url`: `postgres://` / `postgresql://` or `sqlite:`.
+    pub async fn connect(url: &str, options: &ConnectOptions) -> Result<Self> {
+        if let Some(schema) = &options.schema {
+            check_schema_name(schema)?;
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Store::Postgres(
+                postgres::PgStore::connect(url, options).await?,
+            ))
+        } else if url.starts_with("sqlite:") {
+            Ok(Store::Sqlite(
+                sqlite::SqliteStore::connect(url, options).await?,
+            ))
+        } else {
+            Err(Error::Config(
+                "the database URL must start with postgres://, postgresql:// or sqlite:".into(),
+            ))
+        }
+    }
+
+    /// Applies the embedded migrations; a no-op when they are applied already.
+    pub async fn migrate(&self) -> Result<()> {
+        match self {
+            Store::Postgres(s) => s.migrate().await,
+            Store::Sqlite(s) => s.migrate().await,
+        }
+    }
+
+    /// The database clock.
+    pub async fn now(&self) -> Result<DateTime<Utc>> {
+        match self {
+            Store::Postgres(s) => s.now().await,
+            Store::Sqlite(s) => s.now().await,
+        }
+    }
+
+    /// Up to `limit` pending workflows, in id order after `after`, for which some notice is due by
+    /// time (send windows are the caller's business).
+    pub async fn due_candidates(
+        &self,
+        query: &DueQuery,
+        after: Option<Uuid>,
+        limit: i64,
+    ) -> Result<Vec<Workflow>> {
+        match self {
+            Store::Postgres(s) => s.due_candidates(query, after, limit).await,
+            Store::Sqlite(s) => s.due_candidates(query, after, limit).await,
+        }
+    }
+
+    /// Claims `kind` for those of `ids` for which it is still due by the database clock, and
+    /// inserts a pending log row per channel with a lease of `lease` seconds. Rows another worker
+    /// holds or already claimed are left out.
+    pub async fn claim(
+        &self,
+        kind: NoticeKind,
+        ids: &[Uuid],
+        channels: &[String],
+        query: &DueQuery,
+        lease: f64,
+    ) -> Result<Vec<ClaimedDelivery>> {
+        if ids.is_empty() || channels.is_empty() {
+            return Ok(Vec::new());
+        }
+        match self {
+            Store::Postgres(s) => s.claim(kind, ids, channels, query, lease).await,
+            Store::Sqlite(s) => s.claim(kind, ids, channels, query, lease).await,
+        }
+    }
+
+    /// Takes over up to `limit` pending deliveries of `kinds` whose lease has expired (a crashed
+    /// or failed earlier run), for workflows of `workflow_types`, with a new lease.
+    pub async fn recover(
+        &self,
+        kinds: &[NoticeKind],
+        workflow_types: &[String],
+        lease: f64,
+        limit: i64,
+    ) -> Result<Vec<ClaimedDelivery>> {
+        match self {
+            Store::Postgres(s) => s.recover(kinds, workflow_types, lease, limit).await,
+            Store::Sqlite(s) => s.recover(kinds, workflow_types, lease, limit).await,
+        }
+    }
+
+    /// Records how deliveries ended (only rows still pending are changed).
+    pub async fn complete(&self, outcomes: &[(i64, Outcome)]) -> Result<()> {
+        if outcomes.is_empty() {
+            return Ok(());
+        }
+        match self {
+            Store::Postgres(s) => s.complete(outcomes).await,
+            Store::Sqlite(s) => s.complete(outcomes).await,
+        }
+    }
+
+    /// Closes the pool, waiting for connections to be returned.
+    pub async fn close(&self) {
+        match self {
+            Store::Postgres(s) => s.pool().close().await,
+            Store::Sqlite(s) => s.pool().close().await,
+        }
+    }
+}
+
+/// Schema names are interpolated into `CREATE SCHEMA` and the search path, so only plain
+/// lowercase identifiers (what the CRD allows) get through.
+fn check_schema_name(schema: &str) -> Result<()> {
+    let mut chars = schema.chars();
+    let valid = schema.len() <= 63
+        && chars
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::Config(format!(
+            "schema {schema:?} is not a lowercase identifier (a-z, 0-9, _; at most 63 characters)"
+        )))
+    }
+}
+
+/// The idempotency key of a delivery; the stores build the same string in SQL.
+pub fn idempotency_key(workflow: Uuid, kind: NoticeKind, sequence: i32, channel: &str) -> String {
+    format!("signet:{workflow}:{}:{sequence}:{channel}", kind.as_str())
+}
+
+#[cfg(test)]
+mod tests;
+
+#[cfg(test)]
+mod unit_tests {
+    use super::*;
+
+    #[test]
+    fn schema_names_are_plain_identifiers() {
+        for ok in ["public", "signet", "_x", "a1_b"] {
+            check_schema_name(ok).unwrap();
+        }
+        for bad in ["", "Public", "1a", "a-b", "a;drop", "a b", &"a".repeat(64)] {
+            assert_eq!(
+                check_schema_name(bad).unwrap_err().reason(),
+                "DatabaseConfigInvalid",
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn kinds_round_trip() {
+        for kind in [
+            NoticeKind::Reminder,
+            NoticeKind::ExpiryWarning,
+            NoticeKind::Escalation,
+            NoticeKind::TimeoutAlert,
+        ] {
+            assert_eq!(NoticeKind::parse(kind.as_str()).unwrap(), kind);
+        }
+        assert!(NoticeKind::parse("nudge").is_err());
+    }
+}

@@ -1,0 +1,537 @@
+//! The store against a real PostgreSQL and a real SQLite, a fresh database per test.
+
+use super::testing::{self, Backend, Seed, TestDatabase};
+use super::*;
+
+const HOUR: f64 = 3600.0;
+
+/// Runs `$body(&Store)` once against each backend.
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            use super::*;
+            #[tokio::test]
+            async fn postgres() {
+                let Some((_db, store)) = TestDatabase::new(Backend::Postgres).await else { return };
+                super::$name(&store).await;
+                store.close().await;
+            }
+            #[tokio::test]
+            async fn sqlite() {
+                let (_db, store) = TestDatabase::new(Backend::Sqlite).await.unwrap();
+                super::$name(&store).await;
+                store.close().await;
+            }
+        }
+    )*};
+}
+
+on_both!(
+    migrations_are_idempotent,
+    the_schema_enforces_the_contract,
+    candidates_are_what_is_due_by_time,
+    a_claim_logs_each_channel_once,
+    expired_leases_are_recovered,
+    outcomes_are_recorded,
+);
+
+fn query() -> DueQuery {
+    DueQuery {
+        workflow_types: vec![],
+        max_reminders: 3,
+        first_after: 24.0 * HOUR,
+        every: 48.0 * HOUR,
+        timeout_after: Some(14.0 * 24.0 * HOUR),
+        expiry_warning_before: Some(48.0 * HOUR),
+        escalation_after: Some(24.0 * HOUR),
+    }
+}
+
+fn channels(names: &[&str]) -> Vec<String> {
+    names.iter().map(|n| n.to_string()).collect()
+}
+
+async fn ids(store: &Store, query: &DueQuery) -> Vec<Uuid> {
+    let mut ids: Vec<Uuid> = store
+        .due_candidates(query, None, 1000)
+        .await
+        .unwrap()
+        .iter()
+        .map(|w| w.id)
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn sorted(mut ids: Vec<Uuid>) -> Vec<Uuid> {
+    ids.sort();
+    ids
+}
+
+async fn migrations_are_idempotent(store: &Store) {
+    store.migrate().await.unwrap();
+    store.migrate().await.unwrap();
+    let applied = testing::execute(store, "UPDATE _sqlx_migrations SET success = success")
+        .await
+        .unwrap();
+    assert_eq!(applied, 1, "one migration applied once");
+}
+
+async fn the_schema_enforces_the_contract(store: &Store) {
+    let mut bad = Seed::pending(HOUR);
+    bad.status = "waiting".into();
+    let err = testing::seed(store, &[bad]).await.unwrap_err();
+    assert!(err.to_string().contains("status_check"), "{err}");
+
+    let ok = Seed::pending(HOUR);
+    testing::seed(store, std::slice::from_ref(&ok))
+        .await
+        .unwrap();
+    let w = testing::workflow(store, ok.id).await.unwrap();
+    assert_eq!((w.status.as_str(), w.reminders_sent), ("pending", 0));
+    assert_eq!(
+        (w.last_reminded_at, w.expiry_warned_at, w.escalated_at),
+        (None, None, None)
+    );
+    let now = store.now().await.unwrap();
+    let age = (now - w.requested_at).num_seconds();
+    assert!((3599..=3601).contains(&age), "requested {age}s ago");
+
+    // The application may insert only its own columns; Signet's have defaults.
+    let minimal = "INSERT INTO signature_workflows (id, workflow_type, signer_email) \
+        VALUES ('6b1f5f2e-0000-4000-8000-000000000001', 't', 'a@example.com')";
+    testing::execute(store, minimal).await.unwrap();
+    let w = testing::workflow(
+        store,
+        "6b1f5f2e-0000-4000-8000-000000000001".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!((w.status.as_str(), w.reminders_sent), ("pending", 0));
+    assert!((store.now().await.unwrap() - w.requested_at).num_seconds() < 5);
+}
+
+async fn candidates_are_what_is_due_by_time(store: &Store) {
+    let due = Seed::pending(24.0 * HOUR + 60.0);
+    let early = Seed::pending(24.0 * HOUR - 60.0);
+    let mut signed = Seed::pending(30.0 * HOUR);
+    signed.status = "signed".into();
+    let mut declined = Seed::pending(30.0 * HOUR);
+    declined.status = "declined".into();
+    let mut cancelled = Seed::pending(30.0 * HOUR);
+    cancelled.status = "cancelled".into();
+    let mut past_deadline = Seed::pending(30.0 * HOUR);
+    past_deadline.deadline_in = Some(-60.0);
+    let mut second_due = Seed::pending(100.0 * HOUR);
+    second_due.reminders_sent = 1;
+    second_due.last_reminded_ago = Some(48.0 * HOUR + 60.0);
+    let mut second_early = Seed::pending(100.0 * HOUR);
+    second_early.reminders_sent = 1;
+    second_early.last_reminded_ago = Some(48.0 * HOUR - 60.0);
+    let mut exhausted = Seed::pending(100.0 * HOUR);
+    exhausted.reminders_sent = 3;
+    exhausted.last_reminded_ago = Some(HOUR);
+    let mut escalation = exhausted.clone();
+    escalation.id = Uuid::new_v4();
+    escalation.last_reminded_ago = Some(25.0 * HOUR);
+    let mut warning = Seed::pending(HOUR);
+    warning.deadline_in = Some(47.0 * HOUR);
+    let mut other_type = Seed::pending(30.0 * HOUR);
+    other_type.workflow_type = "addendum".into();
+    let mut timed_out_by_policy = Seed::pending(15.0 * 24.0 * HOUR);
+    timed_out_by_policy.reminders_sent = 1;
+    timed_out_by_policy.last_reminded_ago = Some(100.0 * HOUR);
+    testing::seed(
+        store,
+        &[
+            due.clone(),
+            early,
+            signed,
+            declined,
+            cancelled,
+            past_deadline,
+            second_due.clone(),
+            second_early,
+            exhausted,
+            escalation.clone(),
+            warning.clone(),
+            other_type.clone(),
+            timed_out_by_policy,
+        ],
+    )
+    .await
+    .unwrap();
+    let mut q = query();
+    assert_eq!(
+        ids(store, &q).await,
+        sorted(vec![
+            due.id,
+            second_due.id,
+            escalation.id,
+            warning.id,
+            other_type.id
+        ])
+    );
+    q.workflow_types = vec!["enrollment-agreement".into()];
+    assert_eq!(
+        ids(store, &q).await,
+        sorted(vec![due.id, second_due.id, escalation.id, warning.id])
+    );
+    q.workflow_types = vec!["addendum".into(), "nothing".into()];
+    assert_eq!(ids(store, &q).await, vec![other_type.id]);
+
+    // Paging in id order.
+    q.workflow_types = vec![];
+    let all = ids(store, &q).await;
+    let first = store.due_candidates(&q, None, 2).await.unwrap();
+    let rest = store
+        .due_candidates(&q, Some(first[1].id), 100)
+        .await
+        .unwrap();
+    let paged: Vec<Uuid> = first.iter().chain(&rest).map(|w| w.id).collect();
+    assert_eq!(paged, all);
+}
+
+async fn a_claim_logs_each_channel_once(store: &Store) {
+    let a = Seed::pending(25.0 * HOUR);
+    let b = Seed::pending(25.0 * HOUR);
+    let not_due = Seed::pending(HOUR);
+    testing::seed(store, &[a.clone(), b.clone(), not_due.clone()])
+        .await
+        .unwrap();
+    let q = query();
+    let chans = channels(&["mail", "hook"]);
+    let claimed = store
+        .claim(
+            NoticeKind::Reminder,
+            &[a.id, b.id, not_due.id],
+            &chans,
+            &q,
+            600.0,
+        )
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 4, "two due workflows, two channels");
+    for d in &claimed {
+        assert_eq!(
+            (d.kind, d.sequence, d.attempts),
+            (NoticeKind::Reminder, 1, 1)
+        );
+        assert!(!d.recovered && !d.possible_duplicate);
+        assert_eq!(d.workflow.reminders_sent, 1);
+        assert!(d.workflow.last_reminded_at.is_some());
+        assert_eq!(
+            d.idempotency_key,
+            idempotency_key(d.workflow.id, d.kind, d.sequence, &d.channel)
+        );
+    }
+    let log = testing::log_rows(store).await.unwrap();
+    assert_eq!(log.len(), 4);
+    assert!(log.iter().all(|r| r.state == "pending" && r.attempts == 1));
+
+    // Claiming again finds nothing: the rows are no longer due.
+    let again = store
+        .claim(NoticeKind::Reminder, &[a.id, b.id], &chans, &q, 600.0)
+        .await
+        .unwrap();
+    assert_eq!(again, vec![]);
+    assert_eq!(testing::log_rows(store).await.unwrap().len(), 4);
+    assert_eq!(
+        testing::workflow(store, not_due.id)
+            .await
+            .unwrap()
+            .reminders_sent,
+        0
+    );
+
+    // The once-only notices are claimed once.
+    let mut exhausted = Seed::pending(400.0 * HOUR);
+    exhausted.reminders_sent = 3;
+    exhausted.last_reminded_ago = Some(30.0 * HOUR);
+    exhausted.deadline_in = Some(40.0 * HOUR);
+    testing::seed(store, std::slice::from_ref(&exhausted))
+        .await
+        .unwrap();
+    for kind in [NoticeKind::ExpiryWarning, NoticeKind::Escalation] {
+        let first = store
+            .claim(kind, &[exhausted.id], &chans[..1], &q, 600.0)
+            .await
+            .unwrap();
+        assert_eq!(first.len(), 1, "{kind:?}");
+        assert_eq!(first[0].sequence, 1);
+        let second = store
+            .claim(kind, &[exhausted.id], &chans[..1], &q, 600.0)
+            .await
+            .unwrap();
+        assert_eq!(second, vec![], "{kind:?}");
+    }
+    let w = testing::workflow(store, exhausted.id).await.unwrap();
+    assert!(w.expiry_warned_at.is_some() && w.escalated_at.is_some());
+    assert_eq!(w.reminders_sent, 3, "no fourth reminder");
+}
+
+async fn expired_leases_are_recovered(store: &Store) {
+    let a = Seed::pending(25.0 * HOUR);
+    testing::seed(store, std::slice::from_ref(&a))
+        .await
+        .unwrap();
+    let q = query();
+    let kinds = REMINDER_WORKER_KINDS;
+    let claimed = store
+        .claim(
+            NoticeKind::Reminder,
+            &[a.id],
+            &channels(&["mail"]),
+            &q,
+            600.0,
+        )
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    // Leased: nobody else takes it over.
+    assert_eq!(
+        store.recover(&kinds, &[], 600.0, 100).await.unwrap(),
+        vec![]
+    );
+
+    assert_eq!(testing::expire_leases(store).await.unwrap(), 1);
+    // Workflow types filter recovery too.
+    assert_eq!(
+        store
+            .recover(&kinds, &["addendum".to_owned()], 600.0, 100)
+            .await
+            .unwrap(),
+        vec![]
+    );
+    let recovered = store.recover(&kinds, &[], 600.0, 100).await.unwrap();
+    assert_eq!(recovered.len(), 1);
+    let r = &recovered[0];
+    assert_eq!(r.log_id, claimed[0].log_id);
+    assert_eq!(r.idempotency_key, claimed[0].idempotency_key);
+    assert_eq!(
+        (r.attempts, r.recovered, r.possible_duplicate),
+        (2, true, true)
+    );
+    assert_eq!(r.workflow.id, a.id);
+    // The new lease holds.
+    assert_eq!(
+        store.recover(&kinds, &[], 600.0, 100).await.unwrap(),
+        vec![]
+    );
+
+    // A recorded transient failure is retried later, and is no possible duplicate.
+    store
+        .complete(&[(
+            r.log_id,
+            Outcome::Retry {
+                error: "503 from provider".into(),
+                after: 0.0,
+            },
+        )])
+        .await
+        .unwrap();
+    testing::expire_leases(store).await.unwrap();
+    let retried = store.recover(&kinds, &[], 600.0, 100).await.unwrap();
+    assert_eq!(retried.len(), 1);
+    assert_eq!(
+        (retried[0].attempts, retried[0].possible_duplicate),
+        (3, false)
+    );
+    // Other kinds are not this worker's.
+    testing::expire_leases(store).await.unwrap();
+    assert_eq!(
+        store
+            .recover(&[NoticeKind::TimeoutAlert], &[], 600.0, 100)
+            .await
+            .unwrap(),
+        vec![]
+    );
+}
+
+async fn outcomes_are_recorded(store: &Store) {
+    let seeds = [
+        Seed::pending(25.0 * HOUR),
+        Seed::pending(25.0 * HOUR),
+        Seed::pending(25.0 * HOUR),
+    ];
+    testing::seed(store, &seeds).await.unwrap();
+    let ids: Vec<Uuid> = seeds.iter().map(|s| s.id).collect();
+    let claimed = store
+        .claim(
+            NoticeKind::Reminder,
+            &ids,
+            &channels(&["mail"]),
+            &query(),
+            600.0,
+        )
+        .await
+        .unwrap();
+    let by_workflow = |id: Uuid| claimed.iter().find(|d| d.workflow.id == id).unwrap().log_id;
+    store
+        .complete(&[
+            (
+                by_workflow(ids[0]),
+                Outcome::Sent {
+                    provider_message_id: Some("msg-1".into()),
+                },
+            ),
+            (
+                by_workflow(ids[1]),
+                Outcome::Failed {
+                    error: "400 bad address".into(),
+                },
+            ),
+            (
+                by_workflow(ids[2]),
+                Outcome::Retry {
+                    error: "timeout".into(),
+                    after: 300.0,
+                },
+            ),
+        ])
+        .await
+        .unwrap();
+    let log = testing::log_rows(store).await.unwrap();
+    let row = |id: Uuid| log.iter().find(|r| r.workflow_id == id).unwrap().clone();
+    assert_eq!(
+        (
+            row(ids[0]).state,
+            row(ids[0]).provider_message_id,
+            row(ids[0]).error
+        ),
+        ("sent".into(), Some("msg-1".into()), None)
+    );
+    assert_eq!(
+        (row(ids[1]).state, row(ids[1]).error),
+        ("failed".into(), Some("400 bad address".into()))
+    );
+    assert_eq!(
+        (row(ids[2]).state, row(ids[2]).error),
+        ("pending".into(), Some("timeout".into()))
+    );
+    // The retry waits its turn; finished rows are never reopened.
+    assert_eq!(
+        store
+            .recover(&REMINDER_WORKER_KINDS, &[], 600.0, 100)
+            .await
+            .unwrap(),
+        vec![]
+    );
+    store
+        .complete(&[(
+            by_workflow(ids[0]),
+            Outcome::Failed {
+                error: "late".into(),
+            },
+        )])
+        .await
+        .unwrap();
+    let log = testing::log_rows(store).await.unwrap();
+    let first = log.iter().find(|r| r.workflow_id == ids[0]).unwrap();
+    assert_eq!(
+        (first.state.as_str(), first.error.as_deref()),
+        ("sent", None),
+        "a completed row stays completed"
+    );
+}
+
+#[tokio::test]
+async fn postgres_concurrent_migrations_apply_once() {
+    let Some(db) = TestDatabase::postgres().await else {
+        return;
+    };
+    let (a, b) = (
+        db.connect(None).await.unwrap(),
+        db.connect(None).await.unwrap(),
+    );
+    let (ra, rb) = tokio::join!(a.migrate(), b.migrate());
+    ra.unwrap();
+    rb.unwrap();
+    assert_eq!(
+        testing::execute(&a, "UPDATE _sqlx_migrations SET success = success")
+            .await
+            .unwrap(),
+        1
+    );
+    a.close().await;
+    b.close().await;
+}
+
+#[tokio::test]
+async fn postgres_schema_is_created_and_used() {
+    let Some(db) = TestDatabase::postgres().await else {
+        return;
+    };
+    let tenant = db.connect(Some("tenant_a")).await.unwrap();
+    tenant.migrate().await.unwrap();
+    tenant.migrate().await.unwrap();
+    let Store::Postgres(pg) = &tenant else {
+        unreachable!()
+    };
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT table_schema || '.' || table_name FROM information_schema.tables \
+         WHERE table_name IN ('signature_workflows', 'signature_reminder_log', '_sqlx_migrations') \
+         ORDER BY 1",
+    )
+    .fetch_all(pg.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        tables,
+        [
+            "tenant_a._sqlx_migrations",
+            "tenant_a.signature_reminder_log",
+            "tenant_a.signature_workflows"
+        ]
+    );
+    let seed = Seed::pending(25.0 * HOUR);
+    testing::seed(&tenant, std::slice::from_ref(&seed))
+        .await
+        .unwrap();
+    assert_eq!(ids(&tenant, &query()).await, vec![seed.id]);
+    tenant.close().await;
+}
+
+#[tokio::test]
+async fn postgres_concurrent_claims_never_share_a_delivery() {
+    let Some((_db, store)) = TestDatabase::new(Backend::Postgres).await else {
+        return;
+    };
+    let seeds: Vec<Seed> = (0..200).map(|_| Seed::pending(25.0 * HOUR)).collect();
+    testing::seed(&store, &seeds).await.unwrap();
+    let ids: Vec<Uuid> = seeds.iter().map(|s| s.id).collect();
+    let q = query();
+    let chans = channels(&["mail", "hook"]);
+    let claim = |ids: Vec<Uuid>| {
+        let (store, q, chans) = (store.clone(), q.clone(), chans.clone());
+        tokio::spawn(async move {
+            let mut claimed = Vec::new();
+            for chunk in ids.chunks(20) {
+                claimed.extend(
+                    store
+                        .claim(NoticeKind::Reminder, chunk, &chans, &q, 600.0)
+                        .await
+                        .unwrap(),
+                );
+            }
+            claimed
+        })
+    };
+    let mut reversed = ids.clone();
+    reversed.reverse();
+    let workers: Vec<_> = [ids.clone(), reversed, ids.clone(), ids.clone()]
+        .into_iter()
+        .map(claim)
+        .collect();
+    let mut all = Vec::new();
+    for worker in workers {
+        all.extend(worker.await.unwrap());
+    }
+    assert_eq!(all.len(), 400, "every delivery claimed exactly once");
+    let mut keys: Vec<&str> = all.iter().map(|d| d.idempotency_key.as_str()).collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), 400);
+    assert_eq!(testing::log_rows(&store).await.unwrap().len(), 400);
+    store.close().await;
+}

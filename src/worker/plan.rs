@@ -1,0 +1,150 @@
+//! `signet plan`: what a reminders run would do right now, changing nothing. The same selection
+//! and the same due arithmetic as a run, per channel: sent now, or held and until when.
+
+use std::io::Write;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::{Error, channels_by_kind};
+use crate::crd::SignaturePolicySpec;
+use crate::due::{Readiness, Timing};
+use crate::store::{DueQuery, NoticeKind, Store};
+
+/// One delivery a run would make or hold.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedDelivery {
+    /// The workflow.
+    pub workflow_id: Uuid,
+    /// The signer's address.
+    pub signer_email: String,
+    /// What would be sent.
+    pub kind: NoticeKind,
+    /// Reminder number, 1 for the others.
+    pub sequence: i32,
+    /// Through which channel.
+    pub channel: String,
+    /// `send` or `hold`.
+    pub action: &'static str,
+    /// When a held delivery may go out (absent: sent now, or the window never opens again).
+    pub held_until: Option<DateTime<Utc>>,
+}
+
+/// The plan of a run at one instant.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Plan {
+    /// The database clock the plan was made at.
+    pub now: DateTime<Utc>,
+    /// Deliveries sent now, per channel.
+    pub send: u64,
+    /// Deliveries held by the send window.
+    pub held: u64,
+    /// Every delivery, workflow by workflow.
+    pub deliveries: Vec<PlannedDelivery>,
+}
+
+/// Computes the plan of `spec` against `store`, reading only.
+pub async fn plan(store: &Store, spec: &SignaturePolicySpec, page: i64) -> Result<Plan, Error> {
+    let timing = Timing::from_spec(spec).map_err(Error::Config)?;
+    let workflow_types = spec
+        .selector
+        .as_ref()
+        .map(|s| s.workflow_types.clone())
+        .unwrap_or_default();
+    let now = store.now().await?;
+    let mut plan = Plan {
+        now,
+        send: 0,
+        held: 0,
+        deliveries: Vec::new(),
+    };
+    let Some(query) = DueQuery::new(&workflow_types, &timing) else {
+        return Ok(plan);
+    };
+    let routes = channels_by_kind(spec);
+    let mut cursor = None;
+    loop {
+        let rows = store.due_candidates(&query, cursor, page).await?;
+        let Some(last) = rows.last() else { break };
+        cursor = Some(last.id);
+        for workflow in &rows {
+            for notice in timing.assess(workflow, now) {
+                let (action, held_until) = match notice.readiness {
+                    Readiness::Now => ("send", None),
+                    Readiness::HeldUntil(until) => ("hold", until),
+                };
+                for channel in routes.get(&notice.kind).into_iter().flatten() {
+                    if action == "send" {
+                        plan.send += 1;
+                    } else {
+                        plan.held += 1;
+                    }
+                    plan.deliveries.push(PlannedDelivery {
+                        workflow_id: workflow.id,
+                        signer_email: workflow.signer_email.clone(),
+                        kind: notice.kind,
+                        sequence: notice.sequence,
+                        channel: channel.clone(),
+                        action,
+                        held_until,
+                    });
+                }
+            }
+        }
+    }
+    Ok(plan)
+}
+
+impl Plan {
+    /// One JSON document.
+    pub fn write_json(&self, out: &mut impl Write) -> std::io::Result<()> {
+        serde_json::to_writer_pretty(&mut *out, self)?;
+        writeln!(out)
+    }
+
+    /// A table, one delivery per line, then the totals per channel.
+    pub fn write_table(&self, out: &mut impl Write) -> std::io::Result<()> {
+        writeln!(
+            out,
+            "{:<36}  {:<15}  {:>3}  {:<16}  {:<6}  HELD UNTIL",
+            "WORKFLOW", "KIND", "#", "CHANNEL", "ACTION"
+        )?;
+        for d in &self.deliveries {
+            writeln!(
+                out,
+                "{:<36}  {:<15}  {:>3}  {:<16}  {:<6}  {}",
+                d.workflow_id,
+                d.kind.as_str(),
+                d.sequence,
+                d.channel,
+                d.action,
+                d.held_until
+                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                    .unwrap_or_default()
+            )?;
+        }
+        let mut per_channel: std::collections::BTreeMap<&str, (u64, u64)> = Default::default();
+        for d in &self.deliveries {
+            let entry = per_channel.entry(&d.channel).or_default();
+            if d.action == "send" {
+                entry.0 += 1;
+            } else {
+                entry.1 += 1;
+            }
+        }
+        writeln!(
+            out,
+            "\nat {}: {} to send, {} held",
+            self.now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            self.send,
+            self.held
+        )?;
+        for (channel, (send, held)) in per_channel {
+            writeln!(out, "  {channel}: {send} to send, {held} held")?;
+        }
+        Ok(())
+    }
+}
