@@ -17,7 +17,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Client;
 use kube::client::Body;
 use kube::runtime::events::Reporter;
-use kube::runtime::reflector;
 use kube::runtime::watcher;
 use serde_json::{Value, json};
 use signet::admission::Admission;
@@ -156,16 +155,13 @@ async fn main() {
     let counts = Arc::new(Counts::default());
     let resolver: Resolver = Arc::default();
     let client = fake_api(counts.clone(), resolver.clone());
-    let (cron_jobs, mut cj_writer) = reflector::store();
-    let (service_accounts, mut sa_writer) = reflector::store();
-    let (roles, mut role_writer) = reflector::store();
-    let (role_bindings, mut rb_writer) = reflector::store();
-    let stores = Stores {
-        cron_jobs,
-        service_accounts,
-        roles,
-        role_bindings,
-    };
+    let stores = Stores::default();
+    let (cj_writer, sa_writer, role_writer, rb_writer) = (
+        stores.cron_jobs.clone(),
+        stores.service_accounts.clone(),
+        stores.roles.clone(),
+        stores.role_bindings.clone(),
+    );
     let reporter = Reporter {
         controller: "signet-controller".into(),
         instance: None,
@@ -199,13 +195,13 @@ async fn main() {
                 // Cached as the runtime caches them: metadata (and CronJob status) only.
                 let mut service_account = desired.service_account;
                 service_account.secrets = None;
-                sa_writer.apply_watcher_event(&watcher::Event::Apply(service_account));
+                sa_writer.apply_event(&watcher::Event::Apply(service_account));
                 let mut role = desired.role;
                 role.rules = None;
-                role_writer.apply_watcher_event(&watcher::Event::Apply(role));
+                role_writer.apply_event(&watcher::Event::Apply(role));
                 let mut role_binding = desired.role_binding;
                 role_binding.subjects = None;
-                rb_writer.apply_watcher_event(&watcher::Event::Apply(role_binding));
+                rb_writer.apply_event(&watcher::Event::Apply(role_binding));
                 let names = desired
                     .cron_jobs
                     .iter()
@@ -214,7 +210,7 @@ async fn main() {
                 for (_, mut cron_job) in desired.cron_jobs {
                     cron_job.spec = None;
                     cron_job.status = Some(CronJobStatus::default());
-                    cj_writer.apply_watcher_event(&watcher::Event::Apply(cron_job));
+                    cj_writer.apply_event(&watcher::Event::Apply(cron_job));
                 }
                 let computed = status::compute(
                     &policy,

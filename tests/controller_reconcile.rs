@@ -6,18 +6,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Method, Request, Response, StatusCode};
-use k8s_openapi::api::batch::v1::{CronJob, CronJobStatus};
+use k8s_openapi::api::batch::v1::CronJobStatus;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Client;
 use kube::client::Body;
 use kube::runtime::controller::Action;
 use kube::runtime::events::Reporter;
-use kube::runtime::reflector::{self, store::Writer};
 use kube::runtime::watcher;
 use serde_json::{Value, json};
 use signet::admission::Admission;
 use signet::admission::files::parse_documents;
 use signet::controller::build::{self, WorkerSettings};
+use signet::controller::cache::OwnedIndex;
 use signet::controller::metrics::Metrics;
 use signet::controller::reconcile::{Context, Stores, error_policy, reconcile};
 use signet::controller::status::{self, Outcome};
@@ -64,10 +64,10 @@ fn failing(method: Method, path: &'static str, status: StatusCode) -> Step {
 struct Harness {
     ctx: Arc<Context>,
     handle: Option<ApiHandle>,
-    cron_jobs: Writer<CronJob>,
-    service_accounts: Writer<k8s_openapi::api::core::v1::ServiceAccount>,
-    roles: Writer<k8s_openapi::api::rbac::v1::Role>,
-    role_bindings: Writer<k8s_openapi::api::rbac::v1::RoleBinding>,
+    cron_jobs: OwnedIndex,
+    service_accounts: OwnedIndex,
+    roles: OwnedIndex,
+    role_bindings: OwnedIndex,
     metrics: Arc<Metrics>,
 }
 
@@ -81,17 +81,14 @@ fn settings() -> WorkerSettings {
 fn harness() -> Harness {
     let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "default");
-    let (cron_jobs_store, cron_jobs) = reflector::store();
-    let (sa_store, service_accounts) = reflector::store();
-    let (role_store, roles) = reflector::store();
-    let (rb_store, role_bindings) = reflector::store();
+    let stores = Stores::default();
+    let (cron_jobs, service_accounts, roles, role_bindings) = (
+        stores.cron_jobs.clone(),
+        stores.service_accounts.clone(),
+        stores.roles.clone(),
+        stores.role_bindings.clone(),
+    );
     let metrics = Arc::new(Metrics::new());
-    let stores = Stores {
-        cron_jobs: cron_jobs_store,
-        service_accounts: sa_store,
-        roles: role_store,
-        role_bindings: rb_store,
-    };
     let reporter = Reporter {
         controller: "signet-controller".into(),
         instance: None,
@@ -137,11 +134,10 @@ impl Harness {
             ),
         ];
         self.service_accounts
-            .apply_watcher_event(&watcher::Event::Apply(desired.service_account));
-        self.roles
-            .apply_watcher_event(&watcher::Event::Apply(desired.role));
+            .apply_event(&watcher::Event::Apply(desired.service_account));
+        self.roles.apply_event(&watcher::Event::Apply(desired.role));
         self.role_bindings
-            .apply_watcher_event(&watcher::Event::Apply(desired.role_binding));
+            .apply_event(&watcher::Event::Apply(desired.role_binding));
         for (_, mut cron_job) in desired.cron_jobs {
             cron_job.metadata.uid =
                 Some(format!("uid-{}", cron_job.metadata.name.clone().unwrap()));
@@ -161,8 +157,7 @@ impl Harness {
                 const_format(BATCH, &format!("/cronjobs/{name}")),
                 &cron_job,
             ));
-            self.cron_jobs
-                .apply_watcher_event(&watcher::Event::Apply(cron_job));
+            self.cron_jobs.apply_event(&watcher::Event::Apply(cron_job));
         }
         reads
     }
@@ -438,7 +433,7 @@ async fn a_cron_job_edited_by_hand_is_restored() {
     edited.metadata.generation = Some(2);
     edited.spec.as_mut().unwrap().schedule = "0 3 * * *".into();
     h.cron_jobs
-        .apply_watcher_event(&watcher::Event::Apply(edited.clone()));
+        .apply_event(&watcher::Event::Apply(edited.clone()));
     let path = const_format(BATCH, "/cronjobs/enrollment-agreements-reminders");
     let steps = vec![
         read(path, &edited),
@@ -757,8 +752,7 @@ async fn last_schedule_times_are_mirrored_from_the_cron_jobs() {
         last_schedule_time: Some(Time(jiff::Timestamp::from_second(1_790_000_100).unwrap())),
         ..Default::default()
     });
-    h.cron_jobs
-        .apply_watcher_event(&watcher::Event::Apply(cron_job));
+    h.cron_jobs.apply_event(&watcher::Event::Apply(cron_job));
     let mut steps = reads;
     steps.extend(vec![step(
         Method::PATCH,

@@ -3,6 +3,7 @@
 //! apply, only what differs) → prune (by label) → status (only when it changed).
 
 pub mod build;
+pub mod cache;
 pub mod error;
 pub mod leader;
 pub mod metrics;

@@ -8,13 +8,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::ServiceAccount;
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Client, Resource, ResourceExt};
 use rand::Rng;
 use serde::Serialize;
@@ -22,14 +20,12 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::build::{self, Desired, WorkerSettings};
+use super::cache::{OwnedIndex, change_marker};
 use super::error::Error;
 use super::metrics::Metrics;
 use super::names::{self, Section};
 use super::status::{self, Outcome};
-use crate::constants::{
-    ANNOTATION_INSTANTIATE, ANNOTATION_RUN_NOW, FIELD_MANAGER, LABEL_MANAGED_BY, LABEL_POLICY,
-    MANAGED_BY, event,
-};
+use crate::constants::{ANNOTATION_INSTANTIATE, ANNOTATION_RUN_NOW, FIELD_MANAGER, event};
 use crate::crd::SignaturePolicy;
 use crate::validation::ValidPolicy;
 
@@ -40,19 +36,18 @@ pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
 /// Longest wait between retries.
 pub const BACKOFF_CAP: Duration = Duration::from_secs(300);
 
-/// Caches of the objects the controller owns, kept current by watches; reconciles read them
-/// instead of the API. They need only metadata (and CronJob status): the runtime strips
-/// CronJob specs and managed fields before caching, which keeps memory flat per policy.
-#[derive(Clone)]
+/// What the controller remembers of the objects it owns, kept current by watches; reconciles
+/// read these instead of the API.
+#[derive(Clone, Default)]
 pub struct Stores {
     /// Worker CronJobs.
-    pub cron_jobs: Store<CronJob>,
+    pub cron_jobs: OwnedIndex,
     /// Worker ServiceAccounts.
-    pub service_accounts: Store<ServiceAccount>,
+    pub service_accounts: OwnedIndex,
     /// Worker Roles.
-    pub roles: Store<Role>,
+    pub roles: OwnedIndex,
     /// Worker RoleBindings.
-    pub role_bindings: Store<RoleBinding>,
+    pub role_bindings: OwnedIndex,
 }
 
 /// What every reconcile shares.
@@ -250,12 +245,13 @@ fn observed_schedules(policy: &SignaturePolicy, ctx: &Context) -> BTreeMap<Secti
         .into_iter()
         .filter_map(|section| {
             let name = names::cronjob(&policy.name_any(), section);
-            let cron_job = ctx
-                .stores
-                .cron_jobs
-                .get(&ObjectRef::new(&name).within(&namespace))?;
-            let time = cron_job.status.as_ref()?.last_schedule_time.clone()?;
-            Some((section, time))
+            Some((
+                section,
+                ctx.stores
+                    .cron_jobs
+                    .get(&namespace, &name)?
+                    .last_schedule_time?,
+            ))
         })
         .collect()
 }
@@ -301,15 +297,14 @@ async fn apply_all(
     Ok(changed)
 }
 
-/// Server-side applies `object` unless it is known to be in place. The caches hold only the
-/// metadata (and status) of owned objects, so "known" means: this controller verified or
-/// applied the same desired object, and the cached change marker (`generation`, else
-/// `resourceVersion`) has not moved since. Otherwise the object is read once and compared; only
-/// a difference is written. A steady-state reconcile therefore sends nothing, and one after a
-/// restart only reads.
+/// Server-side applies `object` unless it is known to be in place. The caches remember only a
+/// change marker per owned object, so "known" means: this controller verified or applied the
+/// same desired object, and the marker (`generation`, else `resourceVersion`) has not moved
+/// since. Otherwise the object is read once and compared; only a difference is written. A
+/// steady-state reconcile therefore sends nothing, and one after a restart only reads.
 async fn apply<K>(
     ctx: &Context,
-    store: &Store<K>,
+    index: &OwnedIndex,
     namespace: &str,
     object: &K,
 ) -> Result<bool, Error>
@@ -326,9 +321,8 @@ where
     let wanted = to_json(object);
     let fingerprint = fingerprint(&wanted);
     let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
-    if let Some(cached) = store.get(&ObjectRef::new(&name).within(namespace)) {
-        let marker = change_marker(cached.meta());
-        if ctx.verified().get(&key) == Some(&(fingerprint, marker)) {
+    if let Some(cached) = index.get(namespace, &name) {
+        if ctx.verified().get(&key) == Some(&(fingerprint, cached.marker)) {
             return Ok(false);
         }
         let current = api
@@ -354,15 +348,6 @@ where
     ctx.verified()
         .insert(key, (fingerprint, change_marker(applied.meta())));
     Ok(true)
-}
-
-/// What moves when someone changes an object: `generation` where the kind has one (status
-/// updates leave it alone), else `resourceVersion`.
-fn change_marker(meta: &ObjectMeta) -> String {
-    match meta.generation {
-        Some(generation) => format!("g{generation}"),
-        None => format!("rv{}", meta.resource_version.as_deref().unwrap_or_default()),
-    }
 }
 
 fn fingerprint(value: &Value) -> u64 {
@@ -402,20 +387,13 @@ async fn prune(
         .iter()
         .map(|(_, cj)| cj.name_any())
         .collect();
-    let owned_by_policy = |cj: &CronJob| {
-        cj.labels().get(LABEL_POLICY) == Some(&policy.name)
-            && cj.labels().get(LABEL_MANAGED_BY).map(String::as_str) == Some(MANAGED_BY)
-    };
     let stale: Vec<String> = Section::ALL
         .into_iter()
         .map(|section| names::cronjob(&policy.name, section))
         .filter(|name| !keep.contains(name))
         .filter(|name| {
-            let cached = ctx
-                .stores
-                .cron_jobs
-                .get(&ObjectRef::new(name).within(&policy.namespace));
-            cached.is_some_and(|cj| owned_by_policy(&cj))
+            let cached = ctx.stores.cron_jobs.get(&policy.namespace, name);
+            cached.is_some_and(|cj| cj.policy.as_deref() == Some(policy.name.as_str()))
         })
         .collect();
     let api: Api<CronJob> = Api::namespaced(ctx.client.clone(), &policy.namespace);
@@ -450,16 +428,19 @@ async fn run_now(
             // The policy's resourceVersion names the request, so a retried reconcile does not start a second Job.
             let stamp = policy.resource_version().unwrap_or_default();
             let job_name = names::manual_job(&cron_name, &stamp);
-            let cached = ctx
+            // Owned by the CronJob, as Kubernetes' own Jobs are, so it goes when the CronJob does.
+            let owner = ctx
                 .stores
                 .cron_jobs
-                .get(&ObjectRef::new(&cron_name).within(&namespace));
-            let owner = cached
-                .as_deref()
-                .and_then(|cj| cj.controller_owner_ref(&()))
-                .map(|mut o| {
-                    o.controller = Some(false);
-                    o
+                .get(&namespace, &cron_name)
+                .and_then(|cached| cached.uid)
+                .map(|uid| OwnerReference {
+                    api_version: "batch/v1".into(),
+                    kind: "CronJob".into(),
+                    name: cron_name.clone(),
+                    uid,
+                    controller: Some(false),
+                    block_owner_deletion: Some(true),
                 });
             let template = cron_job
                 .spec

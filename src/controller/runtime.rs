@@ -14,13 +14,14 @@ use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, ListParams};
 use kube::runtime::events::Reporter;
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector;
 use kube::runtime::{Controller, WatchStreamExt, predicates::generation, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
 use super::build::WorkerSettings;
+use super::cache::{OwnedIndex, OwnedKind};
 use super::leader::{LEASE_DURATION, LeaderElector, RENEW_INTERVAL};
 use super::metrics::Metrics;
 use super::reconcile::{Context, Stores, error_policy, reconcile};
@@ -196,27 +197,13 @@ fn controller_for(
     stop: watch::Receiver<bool>,
 ) -> (Running, Running) {
     let owned = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
-    // Reconciles read only metadata and CronJob status; the rest is dropped before caching.
     let (cron_jobs, cron_job_events) =
-        owned_watch::<CronJob>(&client, namespace.as_deref(), &owned, |cj: &mut CronJob| {
-            cj.spec = None
-        });
-    let (service_accounts, sa_events) = owned_watch::<ServiceAccount>(
-        &client,
-        namespace.as_deref(),
-        &owned,
-        |sa: &mut ServiceAccount| sa.secrets = None,
-    );
-    let (roles, role_events) =
-        owned_watch::<Role>(&client, namespace.as_deref(), &owned, |role: &mut Role| {
-            role.rules = None
-        });
-    let (role_bindings, rb_events) = owned_watch::<RoleBinding>(
-        &client,
-        namespace.as_deref(),
-        &owned,
-        |rb: &mut RoleBinding| rb.subjects = None,
-    );
+        owned_watch::<CronJob>(&client, namespace.as_deref(), &owned);
+    let (service_accounts, sa_events) =
+        owned_watch::<ServiceAccount>(&client, namespace.as_deref(), &owned);
+    let (roles, role_events) = owned_watch::<Role>(&client, namespace.as_deref(), &owned);
+    let (role_bindings, rb_events) =
+        owned_watch::<RoleBinding>(&client, namespace.as_deref(), &owned);
 
     let (policies, writer) = reflector::store::<SignaturePolicy>();
     let gone_metrics = metrics.clone();
@@ -299,15 +286,15 @@ where
 
 type OwnedEvents<K> = futures::stream::BoxStream<'static, Result<K, watcher::Error>>;
 
-/// A cached watch of objects Signet manages, by label; `strip` drops what reconciles never read.
+/// A watch of objects Signet manages, by label, that keeps `index` current.
 fn owned_watch<K>(
     client: &Client,
     namespace: Option<&str>,
     config: &watcher::Config,
-    strip: fn(&mut K),
-) -> (Store<K>, OwnedEvents<K>)
+) -> (OwnedIndex, OwnedEvents<K>)
 where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+    K: OwnedKind
+        + Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
         + Clone
         + DeserializeOwned
         + std::fmt::Debug
@@ -315,17 +302,13 @@ where
         + Sync
         + 'static,
 {
-    let (store, writer) = reflector::store::<K>();
+    let index = OwnedIndex::default();
+    let follower = index.clone();
     let events = watcher(scoped::<K>(client, namespace), config.clone())
         .default_backoff()
-        .modify(move |object| {
-            // Managed fields are often a third of an object and never read.
-            object.managed_fields_mut().clear();
-            strip(object);
-        })
-        .reflect(writer)
+        .inspect_ok(move |event| follower.apply_event(event))
         .touched_objects();
-    (store, events.boxed())
+    (index, events.boxed())
 }
 
 /// Resolves once the stop flag is set.
