@@ -1,7 +1,7 @@
 //! Benchmark of one `send-reminders` run on PostgreSQL: loads 1,000,000 workflows of which 100,000
 //! are due into a fresh database, runs the worker against a SendGrid-compatible HTTP sink on
 //! 127.0.0.1, and prints reminders per second, the p99 latency from claim to logged outcome, the
-//! peak RSS and the EXPLAIN of the due query. Figures are printed, never asserted.
+//! peak RSS and the EXPLAIN of the due query's branches. Figures are printed, never asserted.
 //!
 //! `cargo bench --bench send_reminders` (PostgreSQL at `SIGNET_TEST_DATABASE_URL`, default
 //! `postgres://postgres@127.0.0.1:5432/postgres`). `SIGNET_BENCH_WORKFLOWS` and
@@ -81,7 +81,9 @@ async fn main() {
 
     let timing = signet::due::Timing::from_spec(&spec).unwrap();
     let query = DueQuery::new(&[], &timing).unwrap();
-    println!("\nEXPLAIN (ANALYZE, BUFFERS) of the due query, first page of 500:");
+    println!(
+        "\nEXPLAIN (ANALYZE, BUFFERS) of the due query, first page of 500 of each branch walked:"
+    );
     for line in pg.explain_due_candidates(&query, 500).await.unwrap() {
         println!("  {line}");
     }
@@ -127,7 +129,7 @@ async fn main() {
     let second = Instant::now();
     let again = run.send_reminders(&store).await.unwrap();
     println!(
-        "  second run            {} sent in {:.2}s (scanning {workflows} rows, nothing due)",
+        "  second run            {} sent in {:.2}s ({workflows} workflows, nothing due)",
         again.sent,
         second.elapsed().as_secs_f64()
     );
