@@ -340,8 +340,8 @@ impl PgStore {
     }
 
     /// `EXPLAIN (ANALYZE, BUFFERS)` of the first page of `limit` rows of each branch a walk
-    /// through the due workflows takes for `query` (see [`Store::due_page`]), one line per plan
-    /// line under a heading per branch: for benchmarks and for diagnosing a slow run.
+    /// through the due workflows takes for `query` (see [`super::Store::due_page`]), one line
+    /// per plan line under a heading per branch: for benchmarks and for diagnosing a slow run.
     pub async fn explain_due_candidates(
         &self,
         query: &DueQuery,
