@@ -196,6 +196,25 @@ impl DueQuery {
     }
 }
 
+/// Where a walk through the due workflows stands ([`Store::due_page`]); start with
+/// `DueCursor::default()`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DueCursor {
+    /// The instant the walk's time bounds are taken at: the database clock at its first page.
+    as_of: Option<DateTime<Utc>>,
+    /// The branch of the due conditions being walked (backend-specific).
+    branch: usize,
+    /// The last row returned in this branch: its key column and id.
+    last: Option<(Option<DateTime<Utc>>, Uuid)>,
+}
+
+impl DueCursor {
+    fn next_branch(&mut self) {
+        self.branch += 1;
+        self.last = None;
+    }
+}
+
 /// A delivery this worker now holds: one pending log row (one workflow, notice and channel).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ClaimedDelivery {
@@ -343,6 +362,23 @@ impl Store {
         match self {
             Store::Postgres(s) => s.due_candidates(query, after, limit).await,
             Store::Sqlite(s) => s.due_candidates(query, after, limit).await,
+        }
+    }
+
+    /// The next up to `limit` pending workflows for which some notice is due by time (send
+    /// windows are the caller's business), walking from `cursor`; empty when the walk is done.
+    /// A walk meets each workflow at most once and finds every workflow due when it started;
+    /// pages come in no particular order. On PostgreSQL the walk follows time-ordered partial
+    /// indexes, so its cost follows what is due, not the number of pending rows.
+    pub async fn due_page(
+        &self,
+        query: &DueQuery,
+        cursor: &mut DueCursor,
+        limit: i64,
+    ) -> Result<Vec<Workflow>> {
+        match self {
+            Store::Postgres(s) => s.due_page(query, cursor, limit).await,
+            Store::Sqlite(s) => s.due_page(query, cursor, limit).await,
         }
     }
 

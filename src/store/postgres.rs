@@ -12,7 +12,7 @@ use sqlx::{AssertSqlSafe, Row};
 use uuid::Uuid;
 
 use super::{
-    ClaimedDelivery, ConnectOptions, DueQuery, Error, NoticeKind, Outcome, Result,
+    ClaimedDelivery, ConnectOptions, DueCursor, DueQuery, Error, NoticeKind, Outcome, Result,
     WORKFLOW_COLUMNS, Workflow,
 };
 
@@ -38,16 +38,113 @@ const EXPIRY_WARNING_DUE: &str = "(w.expiry_warned_at IS NULL \
 const ESCALATION_DUE: &str = "(w.escalated_at IS NULL AND w.reminders_sent >= $2::int \
     AND now() >= w.last_reminded_at + $7::float8 * interval '1 second')";
 
+/// The instant the time bounds of the candidate branches are taken at: $8 when a walk pinned
+/// it, else the database clock.
+const AS_OF: &str = "coalesce($8::timestamptz, now())";
+
+/// Candidate selection is driven by the time columns, so the work is proportional to what is
+/// (nearly) due rather than to the pending rows. The due conditions split into branches, each a
+/// range of one partial index (migration 0002) ordered by the time column it compares:
+///
+/// 1. first reminder: `reminders_sent = 0`, `requested_at` up to `firstAfter` ago
+///    (`signature_workflows_first_reminder_idx`);
+/// 2. later reminders and escalation: `reminders_sent > 0`, `last_reminded_at` up to
+///    `least(every, escalation.after)` ago (`signature_workflows_next_reminder_idx`);
+/// 3. the same rows without `last_reminded_at` (not written by Signet, but allowed), which the
+///    reminder condition measures from `requested_at` (same index, `IS NULL`);
+/// 4. expiry warning, row deadline: `deadline_at` within `before` ahead
+///    (`signature_workflows_deadline_idx`);
+/// 5. expiry warning, policy deadline: `deadline_at IS NULL` and `requested_at + timeout.after`
+///    within `before` ahead (`signature_workflows_no_deadline_idx`).
+///
+/// Together they cover every row for which some notice is due at the bound's instant (each due
+/// condition implies one range); branches 1 to 3 are disjoint, and 4 and 5 (disjoint from each
+/// other) leave out rows in the ranges of 1 to 3 and rows reminded since the bound's instant, so
+/// a walk meets each workflow once. The full due predicate stays the final filter.
+const BRANCH_RANGES: [&str; 5] = [
+    "w.status = 'pending' AND w.reminders_sent = 0 \
+     AND w.requested_at <= AS_OF - $3::float8 * interval '1 second'",
+    "w.status = 'pending' AND w.reminders_sent > 0 \
+     AND w.last_reminded_at <= AS_OF - least($4::float8, $7::float8) * interval '1 second'",
+    "w.status = 'pending' AND w.reminders_sent > 0 AND w.last_reminded_at IS NULL \
+     AND w.requested_at <= AS_OF - $4::float8 * interval '1 second'",
+    "w.status = 'pending' AND w.deadline_at IS NOT NULL AND w.deadline_at > AS_OF \
+     AND w.deadline_at <= AS_OF + $6::float8 * interval '1 second' AND NOT_EARLIER",
+    "w.status = 'pending' AND w.deadline_at IS NULL \
+     AND w.requested_at > AS_OF - $5::float8 * interval '1 second' \
+     AND w.requested_at <= AS_OF + ($6::float8 - $5::float8) * interval '1 second' AND NOT_EARLIER",
+];
+
+/// Rows the expiry branches leave to the reminder branches (never NULL).
+const NOT_EARLIER: &str = "NOT ((w.reminders_sent = 0 \
+      AND w.requested_at <= AS_OF - $3::float8 * interval '1 second') \
+    OR (w.reminders_sent > 0 AND coalesce( \
+      w.last_reminded_at <= AS_OF - least($4::float8, $7::float8) * interval '1 second', \
+      w.requested_at <= AS_OF - $4::float8 * interval '1 second'))) \
+    AND (w.last_reminded_at IS NULL OR w.last_reminded_at < AS_OF)";
+
+/// The column each branch is walked by (with `id` after it); branch 3's is NULL throughout.
+const BRANCH_KEYS: [&str; 5] = [
+    "requested_at",
+    "last_reminded_at",
+    "last_reminded_at",
+    "deadline_at",
+    "requested_at",
+];
+
+/// The full due predicate over `w`: every branch's final filter.
+static DUE: LazyLock<String> = LazyLock::new(|| {
+    format!("{SELECTED} AND ({REMINDER_DUE} OR {EXPIRY_WARNING_DUE} OR {ESCALATION_DUE})")
+});
+
 fn expand(sql: &str) -> String {
-    sql.replace("DEADLINE", DEADLINE)
+    sql.replace("NOT_EARLIER", NOT_EARLIER)
+        .replace("AS_OF", AS_OF)
+        .replace("DEADLINE", DEADLINE)
 }
 
+/// One page of one branch of a walk: $8 the walk's instant, $9 and $10 the last row's key column
+/// and id (NULL on the first page), $11 the limit.
+static BRANCH_PAGES: LazyLock<Vec<String>> = LazyLock::new(|| {
+    (0..BRANCH_RANGES.len())
+        .map(|branch| {
+            let range = BRANCH_RANGES[branch];
+            let due = DUE.as_str();
+            let after = if branch == 2 {
+                // The key column is NULL throughout: by id alone.
+                "($10::uuid IS NULL OR w.id > $10::uuid)".to_owned()
+            } else {
+                let key = BRANCH_KEYS[branch];
+                format!(
+                    "(w.{key}, w.id) > (coalesce($9::timestamptz, '-infinity'), \
+                     coalesce($10::uuid, '00000000-0000-0000-0000-000000000000'))"
+                )
+            };
+            let order = if branch == 2 {
+                "w.id".to_owned()
+            } else {
+                format!("w.{}, w.id", BRANCH_KEYS[branch])
+            };
+            expand(&format!(
+                "SELECT {WORKFLOW_COLUMNS} FROM signature_workflows w \
+                 WHERE {range} AND {after} AND {due} ORDER BY {order} LIMIT $11"
+            ))
+        })
+        .collect()
+});
+
+/// Due workflows in id order after $9, at most $10 ($8 NULL: bounds at the database clock).
 static CANDIDATES: LazyLock<String> = LazyLock::new(|| {
+    let branches: Vec<String> = BRANCH_RANGES
+        .iter()
+        .map(|range| format!("SELECT w.id FROM signature_workflows w WHERE {range}"))
+        .collect();
     expand(&format!(
         "SELECT {WORKFLOW_COLUMNS} FROM signature_workflows w \
-         WHERE {SELECTED} AND ($8::uuid IS NULL OR w.id > $8::uuid) \
-           AND ({REMINDER_DUE} OR {EXPIRY_WARNING_DUE} OR {ESCALATION_DUE}) \
-         ORDER BY w.id LIMIT $9"
+         WHERE w.id IN ({}) AND ($9::uuid IS NULL OR w.id > $9::uuid) AND {} \
+         ORDER BY w.id LIMIT $10",
+        branches.join(" UNION ALL "),
+        DUE.as_str()
     ))
 });
 
@@ -177,6 +274,7 @@ impl PgStore {
         limit: i64,
     ) -> Result<Vec<Workflow>> {
         let rows = bind_due(sqlx::query(AssertSqlSafe(CANDIDATES.as_str())), query)
+            .bind(None::<DateTime<Utc>>)
             .bind(after)
             .bind(limit)
             .fetch_all(&self.pool)
@@ -185,28 +283,95 @@ impl PgStore {
         rows.iter().map(workflow).collect()
     }
 
-    /// `EXPLAIN (ANALYZE, BUFFERS)` of the due-candidates query for the first page of `limit`
-    /// rows, one line per plan line: for benchmarks and for diagnosing a slow run.
+    pub(super) async fn due_page(
+        &self,
+        query: &DueQuery,
+        cursor: &mut DueCursor,
+        limit: i64,
+    ) -> Result<Vec<Workflow>> {
+        let as_of = match cursor.as_of {
+            Some(as_of) => as_of,
+            None => *cursor.as_of.insert(self.now().await?),
+        };
+        while cursor.branch < BRANCH_RANGES.len() {
+            let branch = cursor.branch;
+            if !branch_applies(branch, query) {
+                cursor.next_branch();
+                continue;
+            }
+            let rows = self
+                .branch_page(branch, query, as_of, cursor.last, limit)
+                .await?;
+            let rows: Vec<Workflow> = rows.iter().map(workflow).collect::<Result<_>>()?;
+            match rows.last() {
+                Some(last) => cursor.last = Some((branch_key(branch, last), last.id)),
+                None => {
+                    cursor.next_branch();
+                    continue;
+                }
+            }
+            if (rows.len() as i64) < limit {
+                cursor.next_branch();
+            }
+            return Ok(rows);
+        }
+        Ok(Vec::new())
+    }
+
+    async fn branch_page(
+        &self,
+        branch: usize,
+        query: &DueQuery,
+        as_of: DateTime<Utc>,
+        last: Option<(Option<DateTime<Utc>>, Uuid)>,
+        limit: i64,
+    ) -> Result<Vec<PgRow>> {
+        bind_due(
+            sqlx::query(AssertSqlSafe(BRANCH_PAGES[branch].as_str())),
+            query,
+        )
+        .bind(as_of)
+        .bind(last.and_then(|(key, _)| key))
+        .bind(last.map(|(_, id)| id))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(Error::query("selecting due workflows"))
+    }
+
+    /// `EXPLAIN (ANALYZE, BUFFERS)` of the first page of `limit` rows of each branch a walk
+    /// through the due workflows takes for `query` (see [`super::Store::due_page`]), one line
+    /// per plan line under a heading per branch: for benchmarks and for diagnosing a slow run.
     pub async fn explain_due_candidates(
         &self,
         query: &DueQuery,
         limit: i64,
     ) -> Result<Vec<String>> {
-        let sql = format!("EXPLAIN (ANALYZE, BUFFERS) {}", CANDIDATES.as_str());
-        let rows = bind_due(sqlx::query(AssertSqlSafe(sql)), query)
-            .bind(None::<Uuid>)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(Error::query("explaining the due query"))?;
-        rows.iter()
-            .map(|row| {
-                row.try_get::<String, _>(0).map_err(|e| Error::Data {
+        let as_of = self.now().await?;
+        let mut lines = Vec::new();
+        for branch in 0..BRANCH_RANGES.len() {
+            if !branch_applies(branch, query) {
+                continue;
+            }
+            lines.push(format!("branch {}: {}", branch + 1, BRANCH_NAMES[branch]));
+            let sql = format!("EXPLAIN (ANALYZE, BUFFERS) {}", BRANCH_PAGES[branch]);
+            let rows = bind_due(sqlx::query(AssertSqlSafe(sql)), query)
+                .bind(as_of)
+                .bind(None::<DateTime<Utc>>)
+                .bind(None::<Uuid>)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(Error::query("explaining the due query"))?;
+            for row in &rows {
+                let line = row.try_get::<String, _>(0).map_err(|e| Error::Data {
                     column: "QUERY PLAN",
                     message: e.to_string(),
-                })
-            })
-            .collect()
+                })?;
+                lines.push(format!("  {line}"));
+            }
+        }
+        Ok(lines)
     }
 
     pub(super) async fn claim(
@@ -275,6 +440,33 @@ impl PgStore {
             .await
             .map_err(Error::query("recording delivery outcomes"))?;
         Ok(())
+    }
+}
+
+/// What each branch selects, for the EXPLAIN output.
+const BRANCH_NAMES: [&str; 5] = [
+    "first reminder (requested_at)",
+    "later reminders and escalation (last_reminded_at)",
+    "later reminders without last_reminded_at (id)",
+    "expiry warning, deadline_at (deadline_at)",
+    "expiry warning, timeout.after (requested_at)",
+];
+
+/// Whether a branch can select anything for the policy (its bounds are NULL otherwise).
+fn branch_applies(branch: usize, query: &DueQuery) -> bool {
+    match branch {
+        3 => query.expiry_warning_before.is_some(),
+        4 => query.expiry_warning_before.is_some() && query.timeout_after.is_some(),
+        _ => true,
+    }
+}
+
+/// The value of the column a branch is walked by.
+fn branch_key(branch: usize, workflow: &Workflow) -> Option<DateTime<Utc>> {
+    match branch {
+        0 | 4 => Some(workflow.requested_at),
+        1 | 2 => workflow.last_reminded_at,
+        _ => workflow.deadline_at,
     }
 }
 

@@ -14,7 +14,7 @@ use sqlx::{AssertSqlSafe, Row};
 use uuid::Uuid;
 
 use super::{
-    ClaimedDelivery, ConnectOptions, DueQuery, Error, NoticeKind, Outcome, Result,
+    ClaimedDelivery, ConnectOptions, DueCursor, DueQuery, Error, NoticeKind, Outcome, Result,
     WORKFLOW_COLUMNS, Workflow, idempotency_key,
 };
 
@@ -180,6 +180,27 @@ impl SqliteStore {
             .await
             .map_err(Error::query("selecting due workflows"))?;
         rows.iter().map(workflow).collect()
+    }
+
+    /// SQLite walks the pending rows in id order (its scale is local runs and tests), so a
+    /// walk is one branch paged by id.
+    pub(super) async fn due_page(
+        &self,
+        query: &DueQuery,
+        cursor: &mut DueCursor,
+        limit: i64,
+    ) -> Result<Vec<Workflow>> {
+        if cursor.branch > 0 {
+            return Ok(Vec::new());
+        }
+        let rows = self
+            .due_candidates(query, cursor.last.map(|(_, id)| id), limit)
+            .await?;
+        match rows.last() {
+            Some(last) => cursor.last = Some((None, last.id)),
+            None => cursor.next_branch(),
+        }
+        Ok(rows)
     }
 
     pub(super) async fn claim(

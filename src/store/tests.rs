@@ -30,6 +30,7 @@ on_both!(
     migrations_are_idempotent,
     the_schema_enforces_the_contract,
     candidates_are_what_is_due_by_time,
+    a_walk_meets_each_due_workflow_once,
     a_claim_logs_each_channel_once,
     expired_leases_are_recovered,
     outcomes_are_recorded,
@@ -44,6 +45,14 @@ fn query() -> DueQuery {
         timeout_after: Some(14.0 * 24.0 * HOUR),
         expiry_warning_before: Some(48.0 * HOUR),
         escalation_after: Some(24.0 * HOUR),
+    }
+}
+
+/// How many migrations the backend embeds.
+fn migrations(store: &Store) -> u64 {
+    match store {
+        Store::Postgres(_) => sqlx::migrate!("migrations/postgres").iter().count() as u64,
+        Store::Sqlite(_) => sqlx::migrate!("migrations/sqlite").iter().count() as u64,
     }
 }
 
@@ -74,7 +83,7 @@ async fn migrations_are_idempotent(store: &Store) {
     let applied = testing::execute(store, "UPDATE _sqlx_migrations SET success = success")
         .await
         .unwrap();
-    assert_eq!(applied, 1, "one migration applied once");
+    assert_eq!(applied, migrations(store), "each migration applied once");
 }
 
 async fn the_schema_enforces_the_contract(store: &Store) {
@@ -190,6 +199,145 @@ async fn candidates_are_what_is_due_by_time(store: &Store) {
         .unwrap();
     let paged: Vec<Uuid> = first.iter().chain(&rest).map(|w| w.id).collect();
     assert_eq!(paged, all);
+}
+
+/// Walks to the end with pages of `page`, returning the ids in the order met.
+async fn walk(store: &Store, query: &DueQuery, page: i64) -> Vec<Uuid> {
+    let mut cursor = DueCursor::default();
+    let mut met = Vec::new();
+    loop {
+        let rows = store.due_page(query, &mut cursor, page).await.unwrap();
+        if rows.is_empty() {
+            return met;
+        }
+        assert!(rows.len() as i64 <= page);
+        met.extend(rows.iter().map(|w| w.id));
+    }
+}
+
+async fn a_walk_meets_each_due_workflow_once(store: &Store) {
+    // One row per branch of the PostgreSQL walk, rows matching several, and rows due for nothing.
+    let first = Seed::pending(24.0 * HOUR + 60.0);
+    let mut first_tie = first.clone();
+    first_tie.id = Uuid::new_v4();
+    let mut second = Seed::pending(100.0 * HOUR);
+    second.reminders_sent = 1;
+    second.last_reminded_ago = Some(48.0 * HOUR + 60.0);
+    let mut second_unrecorded = Seed::pending(100.0 * HOUR);
+    second_unrecorded.reminders_sent = 1;
+    let mut escalation = Seed::pending(100.0 * HOUR);
+    escalation.reminders_sent = 3;
+    escalation.last_reminded_ago = Some(25.0 * HOUR);
+    let mut own_deadline = Seed::pending(30.0 * HOUR);
+    own_deadline.reminders_sent = 1;
+    own_deadline.last_reminded_ago = Some(HOUR);
+    own_deadline.deadline_in = Some(47.0 * HOUR);
+    // Due for its first reminder and, by timeout.after, for the expiry warning.
+    let first_and_warning = Seed::pending(13.0 * 24.0 * HOUR);
+    // Due for its second reminder and, by its own deadline, for the expiry warning.
+    let mut second_and_warning = second.clone();
+    second_and_warning.id = Uuid::new_v4();
+    second_and_warning.deadline_in = Some(HOUR);
+    let mut policy_deadline = Seed::pending(13.0 * 24.0 * HOUR);
+    policy_deadline.reminders_sent = 1;
+    policy_deadline.last_reminded_ago = Some(HOUR);
+    let early = Seed::pending(HOUR);
+    let mut second_early = second.clone();
+    second_early.id = Uuid::new_v4();
+    second_early.last_reminded_ago = Some(HOUR);
+    let mut exhausted = Seed::pending(100.0 * HOUR);
+    exhausted.reminders_sent = 3;
+    exhausted.last_reminded_ago = Some(HOUR);
+    let mut past_deadline = Seed::pending(30.0 * HOUR);
+    past_deadline.deadline_in = Some(-60.0);
+    let mut signed = Seed::pending(30.0 * HOUR);
+    signed.status = "signed".into();
+    let seeds = [
+        first.clone(),
+        first_tie.clone(),
+        second.clone(),
+        second_unrecorded.clone(),
+        escalation.clone(),
+        own_deadline.clone(),
+        first_and_warning.clone(),
+        second_and_warning.clone(),
+        policy_deadline.clone(),
+        early,
+        second_early,
+        exhausted,
+        past_deadline,
+        signed,
+    ];
+    testing::seed(store, &seeds).await.unwrap();
+    let q = query();
+    let due = sorted(vec![
+        first.id,
+        first_tie.id,
+        second.id,
+        second_unrecorded.id,
+        escalation.id,
+        own_deadline.id,
+        first_and_warning.id,
+        second_and_warning.id,
+        policy_deadline.id,
+    ]);
+    assert_eq!(ids(store, &q).await, due);
+    for page in [1, 2, 3, 100] {
+        let met = walk(store, &q, page).await;
+        assert_eq!(met.len(), due.len(), "page {page}: each workflow once");
+        assert_eq!(sorted(met), due, "page {page}");
+    }
+
+    // Without the expiry warning, rows due only for it drop out.
+    let mut no_warning = query();
+    no_warning.expiry_warning_before = None;
+    let due = sorted(vec![
+        first.id,
+        first_tie.id,
+        second.id,
+        second_unrecorded.id,
+        escalation.id,
+        first_and_warning.id,
+        second_and_warning.id,
+    ]);
+    assert_eq!(ids(store, &no_warning).await, due);
+    assert_eq!(sorted(walk(store, &no_warning, 2).await), due);
+
+    // A walk that claims as it goes still meets each workflow once.
+    let mut cursor = DueCursor::default();
+    let mut met = Vec::new();
+    let chans = channels(&["mail"]);
+    loop {
+        let rows = store.due_page(&q, &mut cursor, 2).await.unwrap();
+        if rows.is_empty() {
+            break;
+        }
+        let page: Vec<Uuid> = rows.iter().map(|w| w.id).collect();
+        for kind in REMINDER_WORKER_KINDS {
+            store.claim(kind, &page, &chans, &q, 600.0).await.unwrap();
+        }
+        met.extend(page);
+    }
+    assert_eq!(met.len(), 9);
+    assert_eq!(
+        sorted(met),
+        sorted(vec![
+            first.id,
+            first_tie.id,
+            second.id,
+            second_unrecorded.id,
+            escalation.id,
+            own_deadline.id,
+            first_and_warning.id,
+            second_and_warning.id,
+            policy_deadline.id,
+        ])
+    );
+    assert_eq!(
+        walk(store, &q, 100).await,
+        Vec::<Uuid>::new(),
+        "nothing is due any more"
+    );
 }
 
 async fn a_claim_logs_each_channel_once(store: &Store) {
@@ -451,7 +599,7 @@ async fn postgres_concurrent_migrations_apply_once() {
         testing::execute(&a, "UPDATE _sqlx_migrations SET success = success")
             .await
             .unwrap(),
-        1
+        migrations(&a)
     );
     a.close().await;
     b.close().await;

@@ -19,7 +19,7 @@ use crate::crd::SignaturePolicySpec;
 use crate::due::{Readiness, Timing};
 use crate::notify::{self, Channel, Message, RetryPolicy};
 use crate::store::{
-    self, ClaimedDelivery, DueQuery, NoticeKind, Outcome, REMINDER_WORKER_KINDS, Store,
+    self, ClaimedDelivery, DueCursor, DueQuery, NoticeKind, Outcome, REMINDER_WORKER_KINDS, Store,
 };
 use crate::templates::{Renderer, TemplateContext};
 
@@ -240,13 +240,14 @@ impl<'a> Run<'a> {
             progress.log(&summary);
         }
 
-        let mut cursor: Option<Uuid> = None;
+        let mut cursor = DueCursor::default();
         loop {
             let rows = store
-                .due_candidates(query, cursor, self.options.batch_size)
+                .due_page(query, &mut cursor, self.options.batch_size)
                 .await?;
-            let Some(last) = rows.last() else { break };
-            cursor = Some(last.id);
+            if rows.is_empty() {
+                break;
+            }
             let now = store.now().await?;
             let mut ready: BTreeMap<NoticeKind, Vec<Uuid>> = BTreeMap::new();
             for workflow in &rows {

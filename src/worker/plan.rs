@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::{Error, channels_by_kind};
 use crate::crd::SignaturePolicySpec;
 use crate::due::{Readiness, Timing};
-use crate::store::{DueQuery, NoticeKind, Store};
+use crate::store::{DueCursor, DueQuery, NoticeKind, Store};
 
 /// One delivery a run would make or hold.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -65,11 +65,12 @@ pub async fn plan(store: &Store, spec: &SignaturePolicySpec, page: i64) -> Resul
         return Ok(plan);
     };
     let routes = channels_by_kind(spec);
-    let mut cursor = None;
+    let mut cursor = DueCursor::default();
     loop {
-        let rows = store.due_candidates(&query, cursor, page).await?;
-        let Some(last) = rows.last() else { break };
-        cursor = Some(last.id);
+        let rows = store.due_page(&query, &mut cursor, page).await?;
+        if rows.is_empty() {
+            break;
+        }
         for workflow in &rows {
             for notice in timing.assess(workflow, now) {
                 let (action, held_until) = match notice.readiness {
@@ -95,6 +96,9 @@ pub async fn plan(store: &Store, spec: &SignaturePolicySpec, page: i64) -> Resul
             }
         }
     }
+    // The walk goes by time; the plan lists workflows in id order (stable: each workflow's
+    // notices keep their order).
+    plan.deliveries.sort_by_key(|d| d.workflow_id);
     Ok(plan)
 }
 
