@@ -88,6 +88,19 @@ pub enum NoticeKind {
 }
 
 impl NoticeKind {
+    /// Index of this kind's claim statement in a backend's `CLAIMS`: the kinds the reminders
+    /// worker claims, in declaration order. Timeout alerts are logged with the timeout itself.
+    pub(crate) fn claim_slot(self) -> Result<usize> {
+        match self {
+            NoticeKind::Reminder => Ok(0),
+            NoticeKind::ExpiryWarning => Ok(1),
+            NoticeKind::Escalation => Ok(2),
+            NoticeKind::TimeoutAlert => Err(Error::Config(
+                "timeout alerts are not claimed by the reminders worker".into(),
+            )),
+        }
+    }
+
     /// The stored name.
     pub fn as_str(self) -> &'static str {
         match self {

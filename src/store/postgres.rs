@@ -382,16 +382,7 @@ impl PgStore {
         query: &DueQuery,
         lease: f64,
     ) -> Result<Vec<ClaimedDelivery>> {
-        let sql = match kind {
-            NoticeKind::Reminder => &CLAIMS[0],
-            NoticeKind::ExpiryWarning => &CLAIMS[1],
-            NoticeKind::Escalation => &CLAIMS[2],
-            NoticeKind::TimeoutAlert => {
-                return Err(Error::Config(
-                    "timeout alerts are not claimed by the reminders worker".into(),
-                ));
-            }
-        };
+        let sql = &CLAIMS[kind.claim_slot()?];
         let rows = bind_due(sqlx::query(AssertSqlSafe(sql.as_str())), query)
             .bind(ids)
             .bind(channels)

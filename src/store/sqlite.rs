@@ -211,16 +211,7 @@ impl SqliteStore {
         query: &DueQuery,
         lease: f64,
     ) -> Result<Vec<ClaimedDelivery>> {
-        let sql = match kind {
-            NoticeKind::Reminder => &CLAIMS[0],
-            NoticeKind::ExpiryWarning => &CLAIMS[1],
-            NoticeKind::Escalation => &CLAIMS[2],
-            NoticeKind::TimeoutAlert => {
-                return Err(Error::Config(
-                    "timeout alerts are not claimed by the reminders worker".into(),
-                ));
-            }
-        };
+        let sql = &CLAIMS[kind.claim_slot()?];
         let failed = Error::query("claiming due notifications");
         let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
         let mut tx = self
