@@ -338,6 +338,14 @@ fn default_timeout_schedule() -> String {
 }
 
 impl SignaturePolicySpec {
+    /// The `workflow_type` values the policy selects; empty means every type.
+    pub fn workflow_types(&self) -> Vec<String> {
+        self.selector
+            .as_ref()
+            .map(|s| s.workflow_types.clone())
+            .unwrap_or_default()
+    }
+
     /// The channel called `name`, if the policy defines one.
     pub fn channel(&self, name: &str) -> Option<&Channel> {
         self.channels.iter().find(|c| c.name == name)

@@ -178,11 +178,7 @@ impl<'a> Run<'a> {
         options: RunOptions,
     ) -> Result<Self, Error> {
         let timing = Timing::from_spec(spec).map_err(Error::Config)?;
-        let workflow_types = spec
-            .selector
-            .as_ref()
-            .map(|s| s.workflow_types.clone())
-            .unwrap_or_default();
+        let workflow_types = spec.workflow_types();
         if options.send_window().is_zero() {
             return Err(Error::Config(format!(
                 "the lease ({}s) must be longer than a send with all its retries ({}s)",

@@ -49,11 +49,7 @@ pub struct Plan {
 /// Computes the plan of `spec` against `store`, reading only.
 pub async fn plan(store: &Store, spec: &SignaturePolicySpec, page: i64) -> Result<Plan, Error> {
     let timing = Timing::from_spec(spec).map_err(Error::Config)?;
-    let workflow_types = spec
-        .selector
-        .as_ref()
-        .map(|s| s.workflow_types.clone())
-        .unwrap_or_default();
+    let workflow_types = spec.workflow_types();
     let now = store.now().await?;
     let mut plan = Plan {
         now,
