@@ -166,7 +166,7 @@ async fn reconcile_policy(
         // Owner references let the garbage collector remove what the policy owned.
         return Ok((Action::await_change(), false));
     }
-    let last_schedule = observed_schedules(policy, ctx);
+    let last_schedule = observed_schedules(policy, &namespace, ctx);
     let now = Time(jiff::Timestamp::now());
     let valid = match ValidPolicy::new(policy) {
         Ok(valid) => valid,
@@ -239,8 +239,11 @@ async fn reconcile_policy(
 }
 
 /// Last schedule times of the policy's CronJobs, from the cache.
-fn observed_schedules(policy: &SignaturePolicy, ctx: &Context) -> BTreeMap<Section, Time> {
-    let namespace = policy.namespace().unwrap_or_default();
+fn observed_schedules(
+    policy: &SignaturePolicy,
+    namespace: &str,
+    ctx: &Context,
+) -> BTreeMap<Section, Time> {
     Section::ALL
         .into_iter()
         .filter_map(|section| {
@@ -249,50 +252,34 @@ fn observed_schedules(policy: &SignaturePolicy, ctx: &Context) -> BTreeMap<Secti
                 section,
                 ctx.stores
                     .cron_jobs
-                    .get(&namespace, &name)?
+                    .get(namespace, &name)?
                     .last_schedule_time?,
             ))
         })
         .collect()
 }
 
-/// Applies every desired object that differs from its cached copy; returns what was written.
+/// Applies every desired object not known to be in place; returns what was written.
 async fn apply_all(
     desired: &Desired,
     namespace: &str,
     ctx: &Context,
 ) -> Result<Vec<String>, Error> {
+    let stores = &ctx.stores;
     let mut changed = Vec::new();
-    if apply(
-        ctx,
-        &ctx.stores.service_accounts,
-        namespace,
-        &desired.service_account,
-    )
-    .await?
-    {
-        changed.push(format!(
-            "ServiceAccount {}",
-            desired.service_account.name_any()
-        ));
-    }
-    if apply(ctx, &ctx.stores.roles, namespace, &desired.role).await? {
-        changed.push(format!("Role {}", desired.role.name_any()));
-    }
-    if apply(
-        ctx,
-        &ctx.stores.role_bindings,
-        namespace,
-        &desired.role_binding,
-    )
-    .await?
-    {
-        changed.push(format!("RoleBinding {}", desired.role_binding.name_any()));
-    }
+    changed.extend(
+        apply(
+            ctx,
+            &stores.service_accounts,
+            namespace,
+            &desired.service_account,
+        )
+        .await?,
+    );
+    changed.extend(apply(ctx, &stores.roles, namespace, &desired.role).await?);
+    changed.extend(apply(ctx, &stores.role_bindings, namespace, &desired.role_binding).await?);
     for (_, cron_job) in &desired.cron_jobs {
-        if apply(ctx, &ctx.stores.cron_jobs, namespace, cron_job).await? {
-            changed.push(format!("CronJob {}", cron_job.name_any()));
-        }
+        changed.extend(apply(ctx, &stores.cron_jobs, namespace, cron_job).await?);
     }
     Ok(changed)
 }
@@ -302,12 +289,13 @@ async fn apply_all(
 /// same desired object, and the marker (`generation`, else `resourceVersion`) has not moved
 /// since. Otherwise the object is read once and compared; only a difference is written. A
 /// steady-state reconcile therefore sends nothing, and one after a restart only reads.
+/// Returns `Kind name` of an object it wrote.
 async fn apply<K>(
     ctx: &Context,
     index: &OwnedIndex,
     namespace: &str,
     object: &K,
-) -> Result<bool, Error>
+) -> Result<Option<String>, Error>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
@@ -323,7 +311,7 @@ where
     let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
     if let Some(cached) = index.get(namespace, &name) {
         if ctx.verified().get(&key) == Some(&(fingerprint, cached.marker)) {
-            return Ok(false);
+            return Ok(None);
         }
         let current = api
             .get_opt(&name)
@@ -334,7 +322,7 @@ where
         {
             ctx.verified()
                 .insert(key, (fingerprint, change_marker(current.meta())));
-            return Ok(false);
+            return Ok(None);
         }
     }
     let applied = api
@@ -347,7 +335,7 @@ where
         .map_err(|e| Error::api(format!("apply {kind} {namespace}/{name}"), e))?;
     ctx.verified()
         .insert(key, (fingerprint, change_marker(applied.meta())));
-    Ok(true)
+    Ok(Some(format!("{kind} {name}")))
 }
 
 fn fingerprint(value: &Value) -> u64 {
