@@ -117,7 +117,7 @@ async fn main() {
     let logged: i64 = latency.get("n");
 
     println!("\nresults");
-    println!("  reminders sent        {}", summary.sent);
+    println!("  reminders sent        {}", summary.deliveries.sent);
     println!(
         "  requests at the sink  {}",
         sink.count.load(Ordering::Relaxed)
@@ -126,7 +126,7 @@ async fn main() {
     println!("  run time              {elapsed:.2}s");
     println!(
         "  reminders/s           {:.0}",
-        summary.sent as f64 / elapsed
+        summary.deliveries.sent as f64 / elapsed
     );
     println!("  claim-to-logged p50   {:.1} ms", percentiles[0] * 1000.0);
     println!("  claim-to-logged p99   {:.1} ms", percentiles[1] * 1000.0);
@@ -136,7 +136,7 @@ async fn main() {
     let again = run.send_reminders(&store).await.unwrap();
     println!(
         "  second run            {} sent in {:.2}s ({workflows} workflows, nothing due)",
-        again.sent,
+        again.deliveries.sent,
         second.elapsed().as_secs_f64()
     );
     // The second run is the first to walk past the index entries the first run's updates left
@@ -145,7 +145,7 @@ async fn main() {
     let again = run.send_reminders(&store).await.unwrap();
     println!(
         "  third run             {} sent in {:.2}s",
-        again.sent,
+        again.deliveries.sent,
         third.elapsed().as_secs_f64()
     );
     store.close().await;

@@ -78,9 +78,11 @@ enum Command {
     /// Apply the embedded SQL migrations (PostgreSQL or SQLite); idempotent.
     Migrate(commands::migrate::MigrateArgs),
     /// One reminders run: remind due signers, expiry warnings, escalations; then exit.
-    SendReminders(commands::reminders::SendRemindersArgs),
+    SendReminders(commands::worker::SendRemindersArgs),
+    /// One timeouts run: mark expired workflows timed_out, alert; then exit.
+    CheckTimeouts(commands::worker::CheckTimeoutsArgs),
     /// Show what a reminders run would do right now, changing nothing.
-    Plan(commands::reminders::PlanArgs),
+    Plan(commands::worker::PlanArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -229,14 +231,23 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             drop(stdout);
             let env = |name: &str| std::env::var(name).ok();
             Ok(ExitCode::from(runtime()?.block_on(
-                commands::reminders::send_reminders(&args, &env, signet::notify::log::stdout()),
+                commands::worker::send_reminders(&args, &env, signet::notify::log::stdout()),
+            )))
+        }
+        Command::CheckTimeouts(args) => {
+            drop(stdout);
+            let env = |name: &str| std::env::var(name).ok();
+            Ok(ExitCode::from(runtime()?.block_on(
+                commands::worker::check_timeouts(&args, &env, signet::notify::log::stdout()),
             )))
         }
         Command::Plan(args) => {
             let env = |name: &str| std::env::var(name).ok();
-            Ok(ExitCode::from(runtime()?.block_on(
-                commands::reminders::plan(&args, &env, &mut stdout),
-            )))
+            Ok(ExitCode::from(runtime()?.block_on(commands::worker::plan(
+                &args,
+                &env,
+                &mut stdout,
+            ))))
         }
     }
 }

@@ -3,136 +3,16 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use common::{Capture, HttpServer, Reply, SmtpServer, policy};
-use signet::crd::SignaturePolicySpec;
-use signet::notify::{self, Channel, RetryPolicy};
-use signet::store::Store;
-use signet::store::testing::{self, Backend, Seed, TestDatabase};
-use signet::worker::{Run, RunOptions, RunSummary};
-
-const HOUR: f64 = 3600.0;
-
-struct Harness {
-    _db: TestDatabase,
-    store: Store,
-    out: Capture,
-    http: HttpServer,
-    smtp: SmtpServer,
-    env: HashMap<String, String>,
-}
-
-impl Harness {
-    async fn new(backend: Backend) -> Option<Self> {
-        let (db, store) = TestDatabase::new(backend).await?;
-        let http = HttpServer::start().await;
-        let env = HashMap::from([
-            ("SIGNET_SECRET_HOOK_URL".to_owned(), http.url("/events")),
-            (
-                "SIGNET_SECRET_HOOK_HMAC".to_owned(),
-                "hook-secret".to_owned(),
-            ),
-            (
-                "SIGNET_SECRET_SENDGRID_KEY".to_owned(),
-                "SG.test".to_owned(),
-            ),
-            ("SIGNET_SECRET_SLACK_URL".to_owned(), http.url("/slack")),
-        ]);
-        Some(Self {
-            _db: db,
-            store,
-            out: Capture::default(),
-            http,
-            smtp: SmtpServer::start().await,
-            env,
-        })
-    }
-
-    /// The policy's spec with every test channel defined; `sections` are the spec's other lines.
-    fn policy(&self, sections: &str) -> SignaturePolicySpec {
-        policy(&format!(
-            r#"  database: {{urlSecretRef: {{name: db, key: url}}}}
-{sections}
-  channels:
-    - name: console
-      log: {{}}
-    - name: hook
-      webhook: {{urlSecretRef: {{name: hook, key: url}}, signingSecretRef: {{name: hook, key: hmac}}}}
-    - name: mail
-      sendgrid: {{apiKeySecretRef: {{name: sendgrid, key: key}}, from: "Enrollment <no-reply@example.com>", to: [ops@example.com], endpoint: "{}"}}
-    - name: ops
-      slack: {{webhookUrlSecretRef: {{name: slack, key: url}}}}
-    - name: smtp
-      smtp: {{host: 127.0.0.1, port: {}, security: none, from: "Enrollment <no-reply@example.com>", to: [ops@example.com]}}
-"#,
-            self.http.url("/v3/mail/send"),
-            self.smtp.port
-        ))
-    }
-
-    fn channels(&self, spec: &SignaturePolicySpec) -> BTreeMap<String, Arc<dyn Channel>> {
-        let env = |name: &str| self.env.get(name).cloned();
-        let http = notify::http_client(notify::HttpTimeouts::default()).unwrap();
-        let names: Vec<&str> = spec.channels.iter().map(|c| c.name.as_str()).collect();
-        notify::build_channels(spec, &names, &env, &http, &self.out.shared()).unwrap()
-    }
-
-    async fn run(&self, spec: &SignaturePolicySpec) -> RunSummary {
-        let channels = self.channels(spec);
-        Run::new(spec, &channels, options())
-            .unwrap()
-            .send_reminders(&self.store)
-            .await
-            .unwrap()
-    }
-
-    /// The log channel's lines: (kind, sequence, workflow id).
-    fn logged(&self) -> Vec<(String, i64, String)> {
-        self.out
-            .lines()
-            .iter()
-            .map(|l| {
-                let n = &l["notification"];
-                (
-                    n["kind"].as_str().unwrap().to_owned(),
-                    n["sequence"].as_i64().unwrap(),
-                    n["workflowId"].as_str().unwrap().to_owned(),
-                )
-            })
-            .collect()
-    }
-
-    async fn seed(&self, seeds: &[Seed]) {
-        testing::seed(&self.store, seeds).await.unwrap();
-    }
-
-    async fn time_passes(&self, hours: f64) {
-        testing::time_passes(&self.store, hours * HOUR)
-            .await
-            .unwrap();
-    }
-}
-
-fn options() -> RunOptions {
-    RunOptions {
-        batch_size: 3,
-        concurrency: 4,
-        retry: RetryPolicy {
-            attempts: 3,
-            base: Duration::from_millis(10),
-            cap: Duration::from_millis(50),
-            max_retry_after: Duration::from_secs(5),
-        },
-        ..RunOptions::default()
-    }
-}
+use common::Reply;
+use common::worker::{HOUR, Harness, options};
+use signet::store::testing::{self, Backend, Seed};
+use signet::worker::{Run, RunSummary};
 
 fn counts(s: &RunSummary) -> (u64, u64, u64, u64) {
-    (s.due, s.sent, s.held, s.failed)
+    (s.due, s.deliveries.sent, s.held, s.deliveries.failed)
 }
 
 const REMINDERS: &str =
@@ -227,23 +107,27 @@ async fn one_catch_up_after_downtime_then_every_interval_up_to_the_cap(h: &Harne
     let s = Seed::pending(30.0 * 24.0 * HOUR);
     h.seed(std::slice::from_ref(&s)).await;
     assert_eq!(
-        h.run(&spec).await.sent,
+        h.run(&spec).await.deliveries.sent,
         1,
         "one catch-up reminder, not a burst"
     );
-    assert_eq!(h.run(&spec).await.sent, 0);
+    assert_eq!(h.run(&spec).await.deliveries.sent, 0);
     h.time_passes(47.0).await;
     assert_eq!(
-        h.run(&spec).await.sent,
+        h.run(&spec).await.deliveries.sent,
         0,
         "every is measured from the last reminder"
     );
     h.time_passes(1.1).await;
-    assert_eq!(h.run(&spec).await.sent, 1);
+    assert_eq!(h.run(&spec).await.deliveries.sent, 1);
     h.time_passes(49.0).await;
-    assert_eq!(h.run(&spec).await.sent, 1);
+    assert_eq!(h.run(&spec).await.deliveries.sent, 1);
     h.time_passes(200.0).await;
-    assert_eq!(h.run(&spec).await.sent, 0, "maxReminders is the cap");
+    assert_eq!(
+        h.run(&spec).await.deliveries.sent,
+        0,
+        "maxReminders is the cap"
+    );
     let sequences: Vec<i64> = h.logged().iter().map(|l| l.1).collect();
     assert_eq!(sequences, [1, 2, 3]);
     let log = testing::log_rows(&h.store).await.unwrap();
@@ -275,7 +159,7 @@ async fn expiry_warning_and_escalation_exactly_once(h: &Harness) {
 
     h.time_passes(23.0).await;
     assert_eq!(
-        h.run(&spec).await.sent,
+        h.run(&spec).await.deliveries.sent,
         0,
         "escalation waits `after` past the last reminder"
     );
@@ -398,7 +282,12 @@ async fn a_delivery_interrupted_mid_send_is_finished_and_counted(h: &Harness) {
     testing::expire_leases(&h.store).await.unwrap();
     let run = h.run(&spec).await;
     assert_eq!(
-        (run.due, run.sent, run.recovered, run.possible_duplicates),
+        (
+            run.due,
+            run.deliveries.sent,
+            run.deliveries.recovered,
+            run.deliveries.possible_duplicates
+        ),
         (1, 1, 1, 1),
         "{run:?}"
     );
@@ -424,7 +313,15 @@ async fn transient_failures_are_retried_by_the_next_run(h: &Harness) {
     h.http
         .enqueue([Reply::status(503), Reply::status(503), Reply::status(502)]);
     let run = h.run(&spec).await;
-    assert_eq!((run.sent, run.retrying, run.failed), (0, 1, 0), "{run:?}");
+    assert_eq!(
+        (
+            run.deliveries.sent,
+            run.deliveries.retrying,
+            run.deliveries.failed
+        ),
+        (0, 1, 0),
+        "{run:?}"
+    );
     assert_eq!(h.http.requests().len(), 3, "three tries within the run");
     let log = testing::log_rows(&h.store).await.unwrap();
     assert_eq!(log[0].state, "pending");
@@ -440,7 +337,11 @@ async fn transient_failures_are_retried_by_the_next_run(h: &Harness) {
     testing::expire_leases(&h.store).await.unwrap();
     let next = h.run(&spec).await;
     assert_eq!(
-        (next.sent, next.recovered, next.possible_duplicates),
+        (
+            next.deliveries.sent,
+            next.deliveries.recovered,
+            next.deliveries.possible_duplicates
+        ),
         (1, 1, 0),
         "{next:?}"
     );
@@ -456,7 +357,7 @@ async fn postgres_concurrent_runs_send_each_notification_once() {
     let seeds: Vec<Seed> = (0..60).map(|_| Seed::pending(25.0 * HOUR)).collect();
     h.seed(&seeds).await;
     let channels = h.channels(&spec);
-    let second_store = h._db.connect(None).await.unwrap();
+    let second_store = h.db.connect(None).await.unwrap();
     let run_a = Run::new(&spec, &channels, options()).unwrap();
     let run_b = Run::new(&spec, &channels, options()).unwrap();
     let (a, b) = tokio::join!(
@@ -464,7 +365,7 @@ async fn postgres_concurrent_runs_send_each_notification_once() {
         run_b.send_reminders(&second_store)
     );
     let (a, b) = (a.unwrap(), b.unwrap());
-    assert_eq!(a.sent + b.sent, 120, "{a:?} {b:?}");
+    assert_eq!(a.deliveries.sent + b.deliveries.sent, 120, "{a:?} {b:?}");
     let requests = h.http.requests();
     let mut keys: Vec<&str> = requests
         .iter()
@@ -574,7 +475,7 @@ async fn webhook_events_are_signed_and_verifiable() {
     let spec = h.policy("  reminders: {channels: [hook]}");
     let s = Seed::pending(25.0 * HOUR);
     h.seed(std::slice::from_ref(&s)).await;
-    assert_eq!(h.run(&spec).await.sent, 1);
+    assert_eq!(h.run(&spec).await.deliveries.sent, 1);
     let request = &h.http.requests()[0];
     assert_eq!(request.path, "/events");
     let signature = request.header("x-signet-signature").unwrap();
@@ -633,7 +534,7 @@ async fn slack_gets_one_digest_per_run() {
             .iter()
             .all(|r| r.state == "sent")
     );
-    assert_eq!(h.run(&spec).await.sent, 0);
+    assert_eq!(h.run(&spec).await.deliveries.sent, 0);
     assert_eq!(h.http.requests().len(), 1, "nothing due, no empty digest");
 }
 
@@ -688,7 +589,15 @@ async fn rate_limits_and_server_errors_are_retried_honouring_retry_after() {
         Reply::status(500),
     ]);
     let run = h.run(&spec).await;
-    assert_eq!((run.sent, run.failed, run.retrying), (1, 0, 0), "{run:?}");
+    assert_eq!(
+        (
+            run.deliveries.sent,
+            run.deliveries.failed,
+            run.deliveries.retrying
+        ),
+        (1, 0, 0),
+        "{run:?}"
+    );
     let requests = h.http.requests();
     assert_eq!(requests.len(), 3);
     let waited = requests[1].at - requests[0].at;
@@ -717,7 +626,7 @@ async fn retry_after_as_an_http_date() {
     h.http
         .enqueue([Reply::status(429).header("Retry-After", &at)]);
     let run = h.run(&spec).await;
-    assert_eq!(run.sent, 1, "{run:?}");
+    assert_eq!(run.deliveries.sent, 1, "{run:?}");
     let requests = h.http.requests();
     assert_eq!(requests.len(), 2);
     let waited = requests[1].at - requests[0].at;

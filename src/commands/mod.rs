@@ -1,9 +1,9 @@
 //! One function per subcommand; `main.rs` parses arguments and calls these.
 
 pub mod migrate;
-pub mod reminders;
 pub mod render;
 pub mod validate;
+pub mod worker;
 
 use std::io::Write;
 

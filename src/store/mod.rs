@@ -209,6 +209,35 @@ impl DueQuery {
     }
 }
 
+/// What the timeouts worker selects: pending workflows of the policy's types past their deadline.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TimeoutQuery {
+    /// `spec.selector.workflowTypes`; empty: every type.
+    pub workflow_types: Vec<String>,
+    /// `timeout.after`, seconds: the deadline of rows without `deadline_at`.
+    pub timeout_after: f64,
+}
+
+/// Rows `deadline_at` expired in, or rows whose deadline is `requested_at + timeout.after`:
+/// each walked by its own index (see the backends).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeadlineSource {
+    /// `deadline_at` is set on the row.
+    Row,
+    /// `requested_at + timeout.after`.
+    Policy,
+}
+
+/// What one timeout chunk did: the workflows now `timed_out` and the alert deliveries logged
+/// for them in the same transaction (none when the timeout names no channel).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TimedOut {
+    /// The workflows marked `timed_out`, as they stand after the update.
+    pub workflows: Vec<Workflow>,
+    /// One pending `timeout_alert` delivery per workflow and channel, held by this run.
+    pub alerts: Vec<ClaimedDelivery>,
+}
+
 /// Where a walk through the due workflows stands ([`Store::due_page`]); start with
 /// `DueCursor::default()`.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -412,6 +441,24 @@ impl Store {
         match self {
             Store::Postgres(s) => s.claim(kind, ids, channels, query, lease).await,
             Store::Sqlite(s) => s.claim(kind, ids, channels, query, lease).await,
+        }
+    }
+
+    /// Marks up to `limit` pending workflows past their deadline (by `source`) `timed_out`, with
+    /// `timed_out_at` from the database clock, and logs a pending alert per channel with a lease
+    /// of `lease` seconds, all in one transaction. Rows another worker holds are left for it; a
+    /// workflow is timed out (and its alerts logged) exactly once.
+    pub async fn time_out(
+        &self,
+        query: &TimeoutQuery,
+        source: DeadlineSource,
+        channels: &[String],
+        lease: f64,
+        limit: i64,
+    ) -> Result<TimedOut> {
+        match self {
+            Store::Postgres(s) => s.time_out(query, source, channels, lease, limit).await,
+            Store::Sqlite(s) => s.time_out(query, source, channels, lease, limit).await,
         }
     }
 

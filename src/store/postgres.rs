@@ -12,8 +12,8 @@ use sqlx::{AssertSqlSafe, Row};
 use uuid::Uuid;
 
 use super::{
-    ClaimedDelivery, ConnectOptions, DueCursor, DueQuery, Error, NoticeKind, Outcome, Result,
-    WORKFLOW_COLUMNS, Workflow,
+    ClaimedDelivery, ConnectOptions, DeadlineSource, DueCursor, DueQuery, Error, NoticeKind,
+    Outcome, Result, TimedOut, TimeoutQuery, WORKFLOW_COLUMNS, Workflow,
 };
 
 /// A PostgreSQL connection pool.
@@ -191,6 +191,54 @@ static CLAIMS: LazyLock<[String; 3]> = LazyLock::new(|| {
         claim_sql(NoticeKind::Reminder),
         claim_sql(NoticeKind::ExpiryWarning),
         claim_sql(NoticeKind::Escalation),
+    ]
+});
+
+/// One timeout chunk for rows whose deadline comes from `source`: $1 workflow types, $2 channel
+/// names, $3 lease seconds, $4 limit, $5 `timeout.after` seconds. Each branch walks its own
+/// partial index of migration 0002 in deadline order; the alert rows are inserted by the same
+/// statement, so a workflow is never timed out without its alerts logged.
+fn time_out_sql(source: DeadlineSource) -> String {
+    let (expired, order) = match source {
+        DeadlineSource::Row => (
+            "w.deadline_at IS NOT NULL AND w.deadline_at <= now()",
+            "w.deadline_at, w.id",
+        ),
+        DeadlineSource::Policy => (
+            "w.deadline_at IS NULL AND w.requested_at <= now() - $5::float8 * interval '1 second'",
+            "w.requested_at, w.id",
+        ),
+    };
+    let kind = NoticeKind::TimeoutAlert.as_str();
+    format!(
+        "WITH expired AS ( \
+           UPDATE signature_workflows w SET status = 'timed_out', timed_out_at = now() \
+           WHERE w.id IN ( \
+             SELECT w.id FROM signature_workflows w \
+             WHERE w.status = 'pending' AND {expired} \
+               AND (cardinality($1::text[]) = 0 OR w.workflow_type = ANY($1::text[])) \
+             ORDER BY {order} LIMIT $4 FOR UPDATE SKIP LOCKED) \
+           RETURNING {WORKFLOW_COLUMNS}), \
+         logged AS ( \
+           INSERT INTO signature_reminder_log \
+             (workflow_id, kind, sequence, channel, state, attempts, idempotency_key, lease_until) \
+           SELECT e.id, '{kind}', 1, ch.name, 'pending', 1, \
+             concat('signet:', e.id, ':{kind}:1:', ch.name), \
+             now() + $3::float8 * interval '1 second' \
+           FROM expired e CROSS JOIN unnest($2::text[]) AS ch(name) \
+           ON CONFLICT (workflow_id, kind, sequence, channel) DO NOTHING \
+           RETURNING id AS log_id, workflow_id, channel, idempotency_key, attempts) \
+         SELECT l.log_id, '{kind}' AS kind, 1 AS sequence, l.channel, l.idempotency_key, \
+           l.attempts, false AS recovered, false AS possible_duplicate, {WORKFLOW_COLUMNS} \
+         FROM expired w LEFT JOIN logged l ON l.workflow_id = w.id \
+         ORDER BY w.id, l.channel"
+    )
+}
+
+static TIME_OUTS: LazyLock<[String; 2]> = LazyLock::new(|| {
+    [
+        time_out_sql(DeadlineSource::Row),
+        time_out_sql(DeadlineSource::Policy),
     ]
 });
 
@@ -391,6 +439,41 @@ impl PgStore {
             .await
             .map_err(Error::query("claiming due notifications"))?;
         rows.iter().map(delivery).collect()
+    }
+
+    pub(super) async fn time_out(
+        &self,
+        query: &TimeoutQuery,
+        source: DeadlineSource,
+        channels: &[String],
+        lease: f64,
+        limit: i64,
+    ) -> Result<TimedOut> {
+        let sql = &TIME_OUTS[source as usize];
+        let rows = sqlx::query(AssertSqlSafe(sql.as_str()))
+            .bind(&query.workflow_types)
+            .bind(channels)
+            .bind(lease)
+            .bind(limit)
+            .bind(query.timeout_after)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(Error::query("timing out expired workflows"))?;
+        let mut timed_out = TimedOut::default();
+        for row in &rows {
+            let log_id: Option<i64> = row.try_get("log_id").map_err(|e| Error::Data {
+                column: "signature_reminder_log.id",
+                message: e.to_string(),
+            })?;
+            let workflow = workflow(row)?;
+            if timed_out.workflows.last().map(|w| w.id) != Some(workflow.id) {
+                timed_out.workflows.push(workflow);
+            }
+            if log_id.is_some() {
+                timed_out.alerts.push(delivery(row)?);
+            }
+        }
+        Ok(timed_out)
     }
 
     pub(super) async fn recover(

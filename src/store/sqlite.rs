@@ -14,8 +14,8 @@ use sqlx::{AssertSqlSafe, Row};
 use uuid::Uuid;
 
 use super::{
-    ClaimedDelivery, ConnectOptions, DueCursor, DueQuery, Error, NoticeKind, Outcome, Result,
-    WORKFLOW_COLUMNS, Workflow, idempotency_key,
+    ClaimedDelivery, ConnectOptions, DeadlineSource, DueCursor, DueQuery, Error, NoticeKind,
+    Outcome, Result, TimedOut, TimeoutQuery, WORKFLOW_COLUMNS, Workflow, idempotency_key,
 };
 
 /// A SQLite connection pool.
@@ -93,6 +93,38 @@ const INSERT_LOG: &str = "INSERT INTO signature_reminder_log \
     VALUES (?1, ?2, ?3, ?4, 'pending', 1, ?5, strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?6)) \
     ON CONFLICT (workflow_id, kind, sequence, channel) DO NOTHING \
     RETURNING id, attempts";
+
+/// The update half of a timeout chunk: ?1 workflow types (JSON array), ?2 `timeout.after`
+/// seconds, ?3 limit.
+fn time_out_sql(source: DeadlineSource) -> String {
+    let expired = match source {
+        DeadlineSource::Row => {
+            "w.deadline_at IS NOT NULL \
+             AND unixepoch(w.deadline_at, 'subsec') <= unixepoch('now', 'subsec')"
+        }
+        DeadlineSource::Policy => {
+            "w.deadline_at IS NULL \
+             AND unixepoch(w.requested_at, 'subsec') + ?2 <= unixepoch('now', 'subsec')"
+        }
+    };
+    format!(
+        "UPDATE signature_workflows SET status = 'timed_out', timed_out_at = {NOW} \
+         WHERE id IN ( \
+           SELECT w.id FROM signature_workflows w \
+           WHERE w.status = 'pending' AND {expired} \
+             AND (json_array_length(?1) = 0 \
+                  OR w.workflow_type IN (SELECT value FROM json_each(?1))) \
+           ORDER BY w.id LIMIT ?3) \
+         RETURNING {RETURNED_COLUMNS}"
+    )
+}
+
+static TIME_OUTS: LazyLock<[String; 2]> = LazyLock::new(|| {
+    [
+        time_out_sql(DeadlineSource::Row),
+        time_out_sql(DeadlineSource::Policy),
+    ]
+});
 
 static RECOVER: LazyLock<String> = LazyLock::new(|| {
     format!(
@@ -262,6 +294,64 @@ impl SqliteStore {
             .await
             .map_err(Error::query("committing a claim"))?;
         Ok(claimed)
+    }
+
+    pub(super) async fn time_out(
+        &self,
+        query: &TimeoutQuery,
+        source: DeadlineSource,
+        channels: &[String],
+        lease: f64,
+        limit: i64,
+    ) -> Result<TimedOut> {
+        let kind = NoticeKind::TimeoutAlert;
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(Error::query("starting a timeout"))?;
+        let rows = sqlx::query(AssertSqlSafe(TIME_OUTS[source as usize].as_str()))
+            .bind(json(&query.workflow_types))
+            .bind(query.timeout_after)
+            .bind(limit)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(Error::query("timing out expired workflows"))?;
+        let mut timed_out = TimedOut::default();
+        for row in &rows {
+            let workflow = workflow(row)?;
+            for channel in channels {
+                let key = idempotency_key(workflow.id, kind, 1, channel);
+                let inserted = sqlx::query(INSERT_LOG)
+                    .bind(workflow.id.to_string())
+                    .bind(kind.as_str())
+                    .bind(1)
+                    .bind(channel)
+                    .bind(&key)
+                    .bind(seconds_modifier(lease))
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(Error::query("logging timeout alerts"))?;
+                let Some(inserted) = inserted else { continue };
+                timed_out.alerts.push(ClaimedDelivery {
+                    log_id: inserted.try_get("id").map_err(data)?,
+                    workflow: workflow.clone(),
+                    kind,
+                    sequence: 1,
+                    channel: channel.clone(),
+                    idempotency_key: key,
+                    attempts: inserted.try_get("attempts").map_err(data)?,
+                    recovered: false,
+                    possible_duplicate: false,
+                });
+            }
+            timed_out.workflows.push(workflow);
+        }
+        tx.commit()
+            .await
+            .map_err(Error::query("committing a timeout"))?;
+        timed_out.workflows.sort_by_key(|w| w.id);
+        Ok(timed_out)
     }
 
     pub(super) async fn recover(

@@ -355,6 +355,28 @@ pub async fn workflow(store: &Store, id: Uuid) -> Result<Workflow> {
     }
 }
 
+/// The ids of the workflows marked `timed_out` that carry a `timed_out_at`, sorted.
+pub async fn timed_out(store: &Store) -> Result<Vec<Uuid>> {
+    const SQL: &str = "SELECT id FROM signature_workflows \
+        WHERE status = 'timed_out' AND timed_out_at IS NOT NULL ORDER BY id";
+    let failed = super::Error::query("reading timed-out workflows");
+    let mut ids = match store {
+        Store::Postgres(pg) => sqlx::query_scalar::<_, Uuid>(SQL)
+            .fetch_all(pg.pool())
+            .await
+            .map_err(failed)?,
+        Store::Sqlite(lite) => sqlx::query_scalar::<_, String>(SQL)
+            .fetch_all(lite.pool())
+            .await
+            .map_err(failed)?
+            .iter()
+            .map(|id| Uuid::parse_str(id).expect("test ids are UUIDs"))
+            .collect(),
+    };
+    ids.sort();
+    Ok(ids)
+}
+
 /// Runs one statement written for both backends (`$1`-style parameters are not used).
 pub async fn execute(store: &Store, sql: &str) -> Result<u64> {
     let failed = super::Error::query("a test statement");
@@ -394,12 +416,13 @@ pub async fn expire_leases(store: &Store) -> Result<u64> {
 /// Makes `secs` seconds pass: every timestamp of every workflow, and every lease, moves that far
 /// into the past (the database clock itself cannot be moved).
 pub async fn time_passes(store: &Store, secs: f64) -> Result<()> {
-    const COLUMNS: [&str; 5] = [
+    const COLUMNS: [&str; 6] = [
         "requested_at",
         "deadline_at",
         "last_reminded_at",
         "expiry_warned_at",
         "escalated_at",
+        "timed_out_at",
     ];
     let shift = |column: &str| match store {
         Store::Postgres(_) => format!("{column} = {column} - {secs} * interval '1 second'"),

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod worker;
+
 use std::collections::{BTreeMap, VecDeque};
 use std::io::Write;
 use std::net::SocketAddr;

@@ -1,5 +1,6 @@
-//! `signet send-reminders` and `signet plan`: load the policy (env `SIGNET_POLICY` as JSON, or a
-//! YAML file), validate it like `signet validate`, find the database URL, then run or plan.
+//! `signet send-reminders`, `signet check-timeouts` and `signet plan`: load the policy (env
+//! `SIGNET_POLICY` as JSON, or a YAML file), validate it like `signet validate`, find the
+//! database URL, then run or plan. A run ends with one JSON summary line on stdout.
 //! Exit codes: 0 the run completed, 1 a transient failure aborted it, 2 configuration error.
 
 use std::io::Write;
@@ -11,10 +12,14 @@ use serde_json::{Value, json};
 use crate::admission::Admission;
 use crate::admission::files::read_documents;
 use crate::constants::{API_GROUP_VERSION, POLICY_KIND};
-use crate::crd::SignaturePolicySpec;
+use crate::controller::names::Section;
+use crate::crd::{RunOutcome, SignaturePolicySpec};
 use crate::notify::{self, EnvLookup, HttpTimeouts, log::SharedWriter};
 use crate::store::{ConnectOptions, Store};
-use crate::worker::{self, Error, Run, RunOptions, RunSummary, channels_by_kind};
+use crate::worker::{self, Error, Run, RunOptions, Timeouts, channels_by_kind};
+
+/// The channels of a run by name.
+type ChannelMap = std::collections::BTreeMap<String, std::sync::Arc<dyn notify::Channel>>;
 
 /// Where the policy and the database come from (shared by `send-reminders` and `plan`).
 #[derive(Clone, Debug, clap::Args)]
@@ -44,11 +49,31 @@ pub struct SendRemindersArgs {
     #[allow(missing_docs)]
     pub policy: PolicyArgs,
 
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub run: RunArgs,
+}
+
+/// `signet check-timeouts` options.
+#[derive(Clone, Debug, clap::Args)]
+pub struct CheckTimeoutsArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub policy: PolicyArgs,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub run: RunArgs,
+}
+
+/// How a run works through its rows (both workers).
+#[derive(Clone, Debug, clap::Args)]
+pub struct RunArgs {
     /// How long a claimed delivery is this run's before another run may retry it.
     #[arg(long, env = "SIGNET_LEASE", default_value = "15m")]
     pub lease: crate::duration::Duration,
 
-    /// Workflows per page and claim.
+    /// Workflows per page and claim (per timeout chunk for check-timeouts).
     #[arg(long, env = "SIGNET_BATCH_SIZE", default_value_t = 500, value_parser = clap::value_parser!(i64).range(1..=10_000))]
     pub batch_size: i64,
 
@@ -162,58 +187,107 @@ async fn connect(url: &str, spec: &SignaturePolicySpec, max: u32) -> Result<Stor
     .await?)
 }
 
+impl RunArgs {
+    fn options(&self) -> RunOptions {
+        RunOptions {
+            lease: self.lease.to_std(),
+            batch_size: self.batch_size,
+            concurrency: usize::from(self.concurrency),
+            ..RunOptions::default()
+        }
+    }
+}
+
 /// `signet send-reminders`: one run; writes the summary line to `out`; returns the exit code.
 pub async fn send_reminders(args: &SendRemindersArgs, env: EnvLookup<'_>, out: SharedWriter) -> u8 {
     let started = Instant::now();
-    let result = run(args, env, out.clone()).await;
-    let line = match &result {
-        Ok(summary) => {
-            let mut line = serde_json::to_value(summary).expect("summaries serialize");
-            line["outcome"] = json!(summary.outcome());
-            line
+    let result = async {
+        let (spec, url, channels) = prepare(&args.policy, env, &out, Section::Reminders)?;
+        let run = Run::new(&spec, &channels, args.run.options())?;
+        let store = connect(&url, &spec, 4).await?;
+        let summary = run.send_reminders(&store).await;
+        store.close().await;
+        summary
+    }
+    .await;
+    finish(
+        started,
+        result.map(|s| (s.outcome(), serde_json::to_value(&s))),
+        &out,
+    )
+}
+
+/// `signet check-timeouts`: one run; writes the summary line to `out`; returns the exit code.
+pub async fn check_timeouts(args: &CheckTimeoutsArgs, env: EnvLookup<'_>, out: SharedWriter) -> u8 {
+    let started = Instant::now();
+    let result = async {
+        let (spec, url, channels) = prepare(&args.policy, env, &out, Section::Timeouts)?;
+        let run = Timeouts::new(&spec, &channels, args.run.options())?;
+        let store = connect(&url, &spec, 4).await?;
+        let summary = run.check_timeouts(&store).await;
+        store.close().await;
+        summary
+    }
+    .await;
+    finish(
+        started,
+        result.map(|s| (s.outcome(), serde_json::to_value(&s))),
+        &out,
+    )
+}
+
+/// The policy, the database URL and the channels of a section's run: everything checked
+/// (secrets read) before connecting, so a configuration error never waits on the database.
+fn prepare(
+    args: &PolicyArgs,
+    env: EnvLookup<'_>,
+    out: &SharedWriter,
+    section: Section,
+) -> Result<(SignaturePolicySpec, String, ChannelMap), Error> {
+    let spec = load_policy(args).map_err(Error::Config)?;
+    let url = database_url(args, &spec, env).map_err(Error::Config)?;
+    let names: Vec<String> = match section {
+        Section::Reminders => channels_by_kind(&spec).into_values().flatten().collect(),
+        Section::Timeouts => spec
+            .timeout
+            .as_ref()
+            .map(|t| t.channels.clone())
+            .unwrap_or_default(),
+    };
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let http =
+        notify::http_client(HttpTimeouts::default()).map_err(|e| Error::Config(e.to_string()))?;
+    let channels = notify::build_channels(&spec, &names, env, &http, out)
+        .map_err(|e| Error::Config(e.to_string()))?;
+    Ok((spec, url, channels))
+}
+
+/// Writes the summary line and returns the exit code.
+fn finish(
+    started: Instant,
+    result: Result<(RunOutcome, serde_json::Result<Value>), Error>,
+    out: &SharedWriter,
+) -> u8 {
+    let (line, code) = match result {
+        Ok((outcome, summary)) => {
+            let mut line = summary.expect("summaries serialize");
+            line["outcome"] = json!(outcome);
+            (line, 0)
         }
         Err(err) => {
             tracing::error!(reason = err.reason(), "{err}");
-            json!({
-                "outcome": if err.is_configuration() { "ConfigError" } else { "Failed" },
+            let line = json!({
+                "outcome": if err.is_configuration() { RunOutcome::ConfigError } else { RunOutcome::Failed },
                 "reason": err.reason(),
                 "error": err.to_string(),
                 "durationMs": started.elapsed().as_millis() as u64,
-            })
+            });
+            (line, err.exit_code())
         }
     };
     let mut out = out.lock().unwrap_or_else(|e| e.into_inner());
     let _ = writeln!(out, "{line}").and_then(|()| out.flush());
-    match result {
-        Ok(_) => 0,
-        Err(err) => err.exit_code(),
-    }
-}
-
-async fn run(
-    args: &SendRemindersArgs,
-    env: EnvLookup<'_>,
-    out: SharedWriter,
-) -> Result<RunSummary, Error> {
-    let spec = load_policy(&args.policy).map_err(Error::Config)?;
-    let url = database_url(&args.policy, &spec, env).map_err(Error::Config)?;
-    let routes = channels_by_kind(&spec);
-    let names: Vec<&str> = routes.values().flatten().map(String::as_str).collect();
-    let http =
-        notify::http_client(HttpTimeouts::default()).map_err(|e| Error::Config(e.to_string()))?;
-    let channels = notify::build_channels(&spec, &names, env, &http, &out)
-        .map_err(|e| Error::Config(e.to_string()))?;
-    let options = RunOptions {
-        lease: args.lease.to_std(),
-        batch_size: args.batch_size,
-        concurrency: usize::from(args.concurrency),
-        ..RunOptions::default()
-    };
-    let run = Run::new(&spec, &channels, options)?;
-    let store = connect(&url, &spec, 4).await?;
-    let summary = run.send_reminders(&store).await;
-    store.close().await;
-    summary
+    code
 }
 
 /// `signet plan`: prints what a run would do now; returns the exit code.

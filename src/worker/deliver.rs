@@ -1,0 +1,321 @@
+//! Sending what a run holds: claimed deliveries are rendered, sent with bounded concurrency and
+//! retries, and their outcomes recorded; digest channels (Slack) collect everything and send one
+//! message at the end of the run. Shared by both workers; per-delivery failures are counted in
+//! [`DeliveryCounts`], never returned.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use serde::Serialize;
+
+use super::{Error, RunOptions};
+use crate::crd::SignaturePolicySpec;
+use crate::due::Timing;
+use crate::notify::{self, Channel, Message};
+use crate::store::{ClaimedDelivery, NoticeKind, Outcome, Store};
+use crate::templates::{Renderer, TemplateContext};
+
+/// What happened to the deliveries a run held. Serialized flat into the run's summary line.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryCounts {
+    /// Accepted by the provider.
+    pub sent: u64,
+    /// Failed for good (the log row says why).
+    pub failed: u64,
+    /// Retried deliveries whose earlier attempt left no outcome: they may have gone out twice.
+    pub possible_duplicates: u64,
+    /// Failed for now; a later run retries them.
+    pub retrying: u64,
+    /// Deliveries taken over from earlier runs.
+    pub recovered: u64,
+    /// Recovered deliveries not sent because the workflow moved on (signed, say).
+    pub skipped: u64,
+}
+
+/// A claimed delivery kept for a digest, with when it was claimed.
+pub(super) struct Held {
+    delivery: ClaimedDelivery,
+    message: Message,
+    claimed_at: Instant,
+}
+
+/// Renders and sends claimed deliveries for one policy.
+pub(super) struct Deliverer<'a> {
+    spec: &'a SignaturePolicySpec,
+    timing: Timing,
+    renderer: Renderer,
+    channels: &'a BTreeMap<String, Arc<dyn Channel>>,
+    options: RunOptions,
+}
+
+impl<'a> Deliverer<'a> {
+    /// Checks that the options leave time to send and that every channel in `routes` exists.
+    pub(super) fn new<'r>(
+        spec: &'a SignaturePolicySpec,
+        channels: &'a BTreeMap<String, Arc<dyn Channel>>,
+        routes: impl IntoIterator<Item = &'r String>,
+        options: RunOptions,
+    ) -> Result<Self, Error> {
+        if options.send_window().is_zero() {
+            return Err(Error::Config(format!(
+                "the lease ({}s) must be longer than a send with all its retries ({}s)",
+                options.lease.as_secs(),
+                options.worst_send().as_secs()
+            )));
+        }
+        for name in routes {
+            if !channels.contains_key(name) {
+                return Err(Error::Config(format!("channel {name} is not configured")));
+            }
+        }
+        Ok(Self {
+            spec,
+            timing: Timing::from_spec(spec).map_err(Error::Config)?,
+            renderer: Renderer::new(spec).map_err(Error::Config)?,
+            channels,
+            options,
+        })
+    }
+
+    pub(super) fn timing(&self) -> &Timing {
+        &self.timing
+    }
+
+    pub(super) fn options(&self) -> &RunOptions {
+        &self.options
+    }
+
+    /// Takes over every delivery of `kinds` an earlier run left pending past its lease and sends
+    /// it; returns how many were taken over.
+    pub(super) async fn recover(
+        &self,
+        store: &Store,
+        kinds: &[NoticeKind],
+        workflow_types: &[String],
+        digest: &mut Vec<Held>,
+        counts: &mut DeliveryCounts,
+        mut progress: impl FnMut(&DeliveryCounts),
+    ) -> Result<u64, Error> {
+        let mut total = 0;
+        loop {
+            let recovered = store
+                .recover(
+                    kinds,
+                    workflow_types,
+                    self.options.lease.as_secs_f64(),
+                    self.options.batch_size,
+                )
+                .await?;
+            if recovered.is_empty() {
+                return Ok(total);
+            }
+            total += recovered.len() as u64;
+            counts.recovered += recovered.len() as u64;
+            counts.possible_duplicates +=
+                recovered.iter().filter(|d| d.possible_duplicate).count() as u64;
+            self.deliver(store, recovered, digest, counts).await?;
+            progress(counts);
+        }
+    }
+
+    /// Sends claimed deliveries (digest channels' are kept for [`Self::send_digests`]) and
+    /// records their outcomes.
+    pub(super) async fn deliver(
+        &self,
+        store: &Store,
+        claimed: Vec<ClaimedDelivery>,
+        digest: &mut Vec<Held>,
+        counts: &mut DeliveryCounts,
+    ) -> Result<(), Error> {
+        let claimed_at = Instant::now();
+        let mut outcomes = Vec::with_capacity(claimed.len());
+        let mut sends = Vec::new();
+        for delivery in claimed {
+            // A recovered delivery whose workflow moved on (signed, cancelled) is moot.
+            let expected = match delivery.kind {
+                NoticeKind::TimeoutAlert => "timed_out",
+                _ => "pending",
+            };
+            if delivery.workflow.status != expected {
+                counts.skipped += 1;
+                outcomes.push((
+                    delivery.log_id,
+                    Outcome::Failed {
+                        error: format!("not sent: the workflow is {}", delivery.workflow.status),
+                    },
+                ));
+                continue;
+            }
+            let Some(channel) = self.channels.get(&delivery.channel) else {
+                counts.failed += 1;
+                outcomes.push((
+                    delivery.log_id,
+                    Outcome::Failed {
+                        error: format!("channel {} is no longer configured", delivery.channel),
+                    },
+                ));
+                continue;
+            };
+            let message = match self.message(&delivery) {
+                Ok(message) => message,
+                Err(error) => {
+                    counts.failed += 1;
+                    outcomes.push((delivery.log_id, Outcome::Failed { error }));
+                    continue;
+                }
+            };
+            if channel.is_digest() {
+                digest.push(Held {
+                    delivery,
+                    message,
+                    claimed_at,
+                });
+            } else {
+                sends.push((delivery, message, channel.clone()));
+            }
+        }
+
+        let retry = self.options.retry;
+        let window = self.options.send_window();
+        let results: Vec<_> = futures::stream::iter(sends)
+            .map(|(delivery, message, channel)| async move {
+                if claimed_at.elapsed() > window {
+                    return (delivery, None);
+                }
+                let result = retry
+                    .send(channel.as_ref(), std::slice::from_ref(&message))
+                    .await;
+                (delivery, Some(result))
+            })
+            .buffer_unordered(self.options.concurrency.max(1))
+            .collect()
+            .await;
+        for (delivery, result) in results {
+            let outcome = match result {
+                Some(result) => self.outcome(&delivery, result, counts),
+                None => lease_ran_out(counts),
+            };
+            outcomes.push((delivery.log_id, outcome));
+        }
+        store.complete(&outcomes).await?;
+        Ok(())
+    }
+
+    /// One message per digest channel for everything collected during the run.
+    pub(super) async fn send_digests(
+        &self,
+        store: &Store,
+        digest: Vec<Held>,
+        counts: &mut DeliveryCounts,
+    ) -> Result<(), Error> {
+        let window = self.options.send_window();
+        let mut outcomes = Vec::new();
+        let mut by_channel: BTreeMap<String, Vec<Held>> = BTreeMap::new();
+        for item in digest {
+            if item.claimed_at.elapsed() > window {
+                outcomes.push((item.delivery.log_id, lease_ran_out(counts)));
+            } else {
+                by_channel
+                    .entry(item.delivery.channel.clone())
+                    .or_default()
+                    .push(item);
+            }
+        }
+        for (name, items) in by_channel {
+            let channel = &self.channels[&name];
+            let messages: Vec<Message> = items.iter().map(|i| i.message.clone()).collect();
+            let result = self.options.retry.send(channel.as_ref(), &messages).await;
+            for item in &items {
+                let outcome = self.outcome(&item.delivery, result.clone(), counts);
+                outcomes.push((item.delivery.log_id, outcome));
+            }
+        }
+        store.complete(&outcomes).await?;
+        Ok(())
+    }
+
+    fn outcome(
+        &self,
+        delivery: &ClaimedDelivery,
+        result: Result<notify::Receipt, notify::Error>,
+        counts: &mut DeliveryCounts,
+    ) -> Outcome {
+        match result {
+            Ok(receipt) => {
+                counts.sent += 1;
+                Outcome::Sent {
+                    provider_message_id: receipt.provider_message_id,
+                }
+            }
+            Err(err) if err.is_transient() && delivery.attempts < self.options.max_attempts => {
+                counts.retrying += 1;
+                tracing::warn!(workflow = %delivery.workflow.id, channel = %delivery.channel, reason = err.reason(), error = %err, "delivery failed, a later run retries it");
+                Outcome::Retry {
+                    error: format!("{}: {err}", err.reason()),
+                    after: err
+                        .retry_after()
+                        .unwrap_or(self.options.retry_later)
+                        .as_secs_f64(),
+                }
+            }
+            Err(err) => {
+                counts.failed += 1;
+                tracing::warn!(workflow = %delivery.workflow.id, channel = %delivery.channel, reason = err.reason(), error = %err, "delivery failed");
+                Outcome::Failed {
+                    error: format!("{}: {err}", err.reason()),
+                }
+            }
+        }
+    }
+
+    fn message(&self, delivery: &ClaimedDelivery) -> Result<Message, String> {
+        let workflow = &delivery.workflow;
+        let zone = self.timing.zone_for(workflow);
+        let local = |t: DateTime<Utc>| {
+            t.with_timezone(&zone)
+                .format("%Y-%m-%d %H:%M %Z")
+                .to_string()
+        };
+        let deadline = self.timing.deadline(workflow);
+        let context = TemplateContext {
+            workflow_id: workflow.id.to_string(),
+            workflow_type: workflow.workflow_type.clone(),
+            signer_name: workflow.signer_name.clone(),
+            signer_email: workflow.signer_email.clone(),
+            document_title: workflow.document_title.clone(),
+            signing_url: workflow.signing_url.clone(),
+            requested_at: local(workflow.requested_at),
+            deadline: deadline.map(local),
+            reminder_number: delivery.sequence,
+            max_reminders: self.spec.reminders.as_ref().map_or(0, |r| r.max_reminders),
+            kind: delivery.kind.as_str(),
+        };
+        Ok(Message {
+            log_id: delivery.log_id,
+            kind: delivery.kind,
+            sequence: delivery.sequence,
+            workflow_id: workflow.id,
+            workflow_type: workflow.workflow_type.clone(),
+            signer_email: workflow.signer_email.clone(),
+            signer_name: workflow.signer_name.clone(),
+            document_title: workflow.document_title.clone(),
+            signing_url: workflow.signing_url.clone(),
+            deadline,
+            idempotency_key: delivery.idempotency_key.clone(),
+            content: self.renderer.render(delivery.kind, &context)?,
+        })
+    }
+}
+
+/// A claimed delivery whose lease could run out mid-send goes back for the next run.
+fn lease_ran_out(counts: &mut DeliveryCounts) -> Outcome {
+    counts.retrying += 1;
+    Outcome::Retry {
+        error: "not sent: the run's lease on it was running out".into(),
+        after: 0.0,
+    }
+}

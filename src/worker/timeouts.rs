@@ -1,0 +1,125 @@
+//! The timeouts worker: one run of `signet check-timeouts`. It first retries alerts an earlier
+//! run left pending past their lease, then, chunk by chunk, marks `pending` workflows past their
+//! deadline `timed_out` with their alert rows logged in the same transaction, and sends the
+//! alerts (webhook and log: one per workflow; email: to the channel's `to` list; Slack: one
+//! digest at the end of the run).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::deliver::{Deliverer, DeliveryCounts};
+use super::{Error, Progress, RunOptions};
+use crate::crd::SignaturePolicySpec;
+use crate::notify::Channel;
+use crate::store::{DeadlineSource, NoticeKind, Store, TimeoutQuery};
+
+/// The result of a timeouts run: the JSON summary line on stdout, and the policy's
+/// `status.timeouts`. `sent` counts alerts delivered (one workflow and channel).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TimeoutSummary {
+    /// Workflows this run marked `timed_out`.
+    pub timed_out: u64,
+    /// What happened to the alert deliveries the run held.
+    #[serde(flatten)]
+    pub alerts: DeliveryCounts,
+    /// Wall time of the run.
+    pub duration_ms: u64,
+}
+
+impl TimeoutSummary {
+    /// `Succeeded` or `CompletedWithFailures`, as in the policy's status.
+    pub fn outcome(&self) -> crate::crd::RunOutcome {
+        self.alerts.outcome()
+    }
+}
+
+/// Everything a timeouts run needs besides the database.
+pub struct Timeouts<'a> {
+    deliverer: Deliverer<'a>,
+    query: Option<TimeoutQuery>,
+    channels: Vec<String>,
+}
+
+impl<'a> Timeouts<'a> {
+    /// Prepares a run; every channel `timeout.channels` names must be in `channels`.
+    pub fn new(
+        spec: &'a SignaturePolicySpec,
+        channels: &'a BTreeMap<String, Arc<dyn Channel>>,
+        options: RunOptions,
+    ) -> Result<Self, Error> {
+        let routes = spec
+            .timeout
+            .as_ref()
+            .map(|t| t.channels.clone())
+            .unwrap_or_default();
+        let deliverer = Deliverer::new(spec, channels, &routes, options)?;
+        let query = spec.timeout.as_ref().map(|t| TimeoutQuery {
+            workflow_types: spec.workflow_types(),
+            timeout_after: t.after.as_secs() as f64,
+        });
+        Ok(Self {
+            deliverer,
+            query,
+            channels: routes,
+        })
+    }
+
+    /// Runs once against `store`. Per-alert failures are counted, never returned.
+    pub async fn check_timeouts(&self, store: &Store) -> Result<TimeoutSummary, Error> {
+        let started = Instant::now();
+        let mut summary = TimeoutSummary::default();
+        let Some(query) = &self.query else {
+            tracing::info!("the policy has no timeout section; nothing to do");
+            return Ok(summary);
+        };
+        let options = self.deliverer.options();
+        let mut digest = Vec::new();
+        let mut progress = Progress::new(options.progress_every);
+
+        self.deliverer
+            .recover(
+                store,
+                &[NoticeKind::TimeoutAlert],
+                &query.workflow_types,
+                &mut digest,
+                &mut summary.alerts,
+                |counts| progress.log(counts, &[]),
+            )
+            .await?;
+
+        for source in [DeadlineSource::Row, DeadlineSource::Policy] {
+            loop {
+                let chunk = store
+                    .time_out(
+                        query,
+                        source,
+                        &self.channels,
+                        options.lease.as_secs_f64(),
+                        options.batch_size,
+                    )
+                    .await?;
+                if chunk.workflows.is_empty() {
+                    break;
+                }
+                summary.timed_out += chunk.workflows.len() as u64;
+                for workflow in &chunk.workflows {
+                    tracing::debug!(workflow = %workflow.id, workflow_type = %workflow.workflow_type, "timed out");
+                }
+                self.deliverer
+                    .deliver(store, chunk.alerts, &mut digest, &mut summary.alerts)
+                    .await?;
+                progress.log(&summary.alerts, &[("timedOut", summary.timed_out)]);
+            }
+        }
+
+        self.deliverer
+            .send_digests(store, digest, &mut summary.alerts)
+            .await?;
+        summary.duration_ms = started.elapsed().as_millis() as u64;
+        Ok(summary)
+    }
+}

@@ -1,0 +1,326 @@
+//! `check-timeouts` behaviour, the same suite against PostgreSQL and SQLite (a fresh database per
+//! test), with the alert channels pointed at real servers on 127.0.0.1.
+
+mod common;
+
+use common::Reply;
+use common::worker::{HOUR, Harness, options};
+use signet::store::testing::{self, Backend, Seed};
+use signet::worker::{TimeoutSummary, Timeouts};
+
+const DAY: f64 = 24.0 * HOUR;
+
+/// (timed out, alerts sent, failed, retrying)
+fn counts(s: &TimeoutSummary) -> (u64, u64, u64, u64) {
+    (
+        s.timed_out,
+        s.alerts.sent,
+        s.alerts.failed,
+        s.alerts.retrying,
+    )
+}
+
+fn timeout(channels: &str) -> String {
+    format!("  timeout: {{after: 14d, schedule: \"0 * * * *\", channels: [{channels}]}}")
+}
+
+/// Runs each test body once per backend.
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn postgres() {
+                let Some(h) = super::Harness::new(super::Backend::Postgres).await else { return };
+                super::$name(&h).await;
+                h.store.close().await;
+            }
+            #[tokio::test]
+            async fn sqlite() {
+                let h = super::Harness::new(super::Backend::Sqlite).await.unwrap();
+                super::$name(&h).await;
+                h.store.close().await;
+            }
+        }
+    )*};
+}
+
+on_both!(
+    expired_workflows_time_out_and_alert_once,
+    a_failed_alert_is_retried_without_timing_out_again,
+    an_alert_interrupted_mid_send_is_finished_and_counted,
+    a_policy_without_timeout_does_nothing,
+);
+
+async fn expired_workflows_time_out_and_alert_once(h: &Harness) {
+    let spec = h.policy(&timeout("console, hook"));
+    let expired: Vec<Seed> = (0..5).map(|_| Seed::pending(15.0 * DAY)).collect();
+    let own_deadline = Seed {
+        deadline_in: Some(-60.0),
+        ..Seed::pending(HOUR)
+    };
+    let young = Seed::pending(13.0 * DAY);
+    let signed = Seed {
+        status: "signed".into(),
+        ..Seed::pending(30.0 * DAY)
+    };
+    h.seed(&expired).await;
+    h.seed(&[own_deadline.clone(), young.clone(), signed.clone()])
+        .await;
+
+    let run = h.check_timeouts(&spec).await;
+    assert_eq!(counts(&run), (6, 12, 0, 0), "{run:?}");
+    assert_eq!(run.outcome(), signet::crd::RunOutcome::Succeeded);
+
+    // The log channel: one line per workflow, kind timeout_alert.
+    let logged = h.logged();
+    assert_eq!(logged.len(), 6);
+    assert!(
+        logged
+            .iter()
+            .all(|(kind, seq, _)| kind == "timeout_alert" && *seq == 1)
+    );
+    // The webhook: one signed event per workflow.
+    let events = h.http.requests();
+    assert_eq!(events.len(), 6);
+    for event in &events {
+        assert_eq!(event.path, "/events");
+        assert_eq!(event.json()["type"], "signet.timeout_alert");
+        assert!(event.header("x-signet-signature").is_some());
+    }
+    let mut alerted: Vec<String> = events
+        .iter()
+        .map(|e| e.json()["data"]["workflowId"].as_str().unwrap().to_owned())
+        .collect();
+    alerted.sort();
+    let mut expected: Vec<String> = expired
+        .iter()
+        .chain([&own_deadline])
+        .map(|s| s.id.to_string())
+        .collect();
+    expected.sort();
+    assert_eq!(alerted, expected);
+    for s in [&young, &signed] {
+        let row = testing::workflow(&h.store, s.id).await.unwrap();
+        assert_eq!(row.status, s.status);
+    }
+    assert!(
+        testing::log_rows(&h.store)
+            .await
+            .unwrap()
+            .iter()
+            .all(|r| r.kind == "timeout_alert" && r.state == "sent")
+    );
+
+    // Exactly once: a second run times out nothing and sends nothing.
+    let again = h.check_timeouts(&spec).await;
+    assert_eq!(counts(&again), (0, 0, 0, 0));
+    assert_eq!(h.http.requests().len(), 6);
+    assert_eq!(h.logged().len(), 6);
+}
+
+async fn a_failed_alert_is_retried_without_timing_out_again(h: &Harness) {
+    let spec = h.policy(&timeout("hook"));
+    let s = Seed::pending(15.0 * DAY);
+    h.seed(std::slice::from_ref(&s)).await;
+    // Every try of the first run fails with 503 (three tries in the test's retry policy).
+    h.http
+        .enqueue([Reply::status(503), Reply::status(503), Reply::status(503)]);
+    let run = h.check_timeouts(&spec).await;
+    assert_eq!(counts(&run), (1, 0, 0, 1), "{run:?}");
+    assert_eq!(
+        run.outcome(),
+        signet::crd::RunOutcome::CompletedWithFailures
+    );
+    // Not yet: the retry waits for its delay.
+    assert_eq!(counts(&h.check_timeouts(&spec).await), (0, 0, 0, 0));
+
+    testing::expire_leases(&h.store).await.unwrap();
+    let next = h.check_timeouts(&spec).await;
+    assert_eq!(counts(&next), (0, 1, 0, 0), "{next:?}");
+    assert_eq!(
+        (next.alerts.recovered, next.alerts.possible_duplicates),
+        (1, 0),
+        "the failed attempt recorded its error, so it cannot have gone out"
+    );
+    let rows = testing::log_rows(&h.store).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!((rows[0].state.as_str(), rows[0].attempts), ("sent", 2));
+}
+
+async fn an_alert_interrupted_mid_send_is_finished_and_counted(h: &Harness) {
+    use signet::store::{DeadlineSource, TimeoutQuery};
+    let spec = h.policy(&timeout("console"));
+    let s = Seed::pending(15.0 * DAY);
+    h.seed(std::slice::from_ref(&s)).await;
+    // A worker timed the row out, logged its alert, and died before recording the send.
+    let query = TimeoutQuery {
+        workflow_types: vec![],
+        timeout_after: 14.0 * DAY,
+    };
+    let taken = h
+        .store
+        .time_out(
+            &query,
+            DeadlineSource::Policy,
+            &["console".into()],
+            900.0,
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!((taken.workflows.len(), taken.alerts.len()), (1, 1));
+
+    // While its lease holds, nobody else sends it.
+    assert_eq!(counts(&h.check_timeouts(&spec).await), (0, 0, 0, 0));
+    testing::expire_leases(&h.store).await.unwrap();
+    let run = h.check_timeouts(&spec).await;
+    assert_eq!(counts(&run), (0, 1, 0, 0), "{run:?}");
+    assert_eq!(
+        (run.alerts.recovered, run.alerts.possible_duplicates),
+        (1, 1)
+    );
+    assert_eq!(h.logged().len(), 1);
+}
+
+async fn a_policy_without_timeout_does_nothing(h: &Harness) {
+    let spec = h.policy("  reminders: {channels: [console]}");
+    h.seed(&[Seed::pending(30.0 * DAY)]).await;
+    let channels = h.channels(&spec);
+    let run = Timeouts::new(&spec, &channels, options())
+        .unwrap()
+        .check_timeouts(&h.store)
+        .await
+        .unwrap();
+    assert_eq!(counts(&run), (0, 0, 0, 0));
+    assert!(testing::timed_out(&h.store).await.unwrap().is_empty());
+}
+
+async fn sqlite_harness() -> Harness {
+    Harness::new(Backend::Sqlite).await.unwrap()
+}
+
+#[tokio::test]
+async fn slack_gets_one_digest_per_run_with_the_count_and_first_items() {
+    let h = sqlite_harness().await;
+    let spec = h.policy(&timeout("ops"));
+    let seeds: Vec<Seed> = (0..14).map(|_| Seed::pending(15.0 * DAY)).collect();
+    h.seed(&seeds).await;
+    let run = h.check_timeouts(&spec).await;
+    assert_eq!(counts(&run), (14, 14, 0, 0));
+    let requests = h.http.requests();
+    assert_eq!(
+        requests.len(),
+        1,
+        "one digest, never one message per workflow"
+    );
+    let text = requests[0].json()["text"].as_str().unwrap().to_owned();
+    assert!(
+        text.starts_with("Signet: 14 notifications (14 timeout alert)"),
+        "{text}"
+    );
+    assert_eq!(text.matches("\n• timeout alert: ").count(), 10, "{text}");
+    assert!(text.ends_with("\n…and 4 more"), "{text}");
+}
+
+#[tokio::test]
+async fn email_alerts_go_to_the_channels_own_recipients() {
+    let h = sqlite_harness().await;
+    let spec = h.policy(&timeout("mail, smtp"));
+    let s = Seed::pending(15.0 * DAY);
+    h.seed(std::slice::from_ref(&s)).await;
+    let run = h.check_timeouts(&spec).await;
+    assert_eq!(counts(&run), (1, 2, 0, 0), "{run:?}");
+
+    let sendgrid = &h.http.requests()[0];
+    let body = sendgrid.json();
+    assert_eq!(
+        body["personalizations"][0]["to"],
+        serde_json::json!([{"email": "ops@example.com"}])
+    );
+    assert_eq!(
+        body["custom_args"]["signet_idempotency_key"],
+        format!("signet:{}:timeout_alert:1:mail", s.id)
+    );
+    let mails = h.smtp.mails();
+    assert_eq!(mails.len(), 1);
+    assert_eq!(mails[0].to, vec!["<ops@example.com>".to_owned()]);
+    assert!(
+        !mails[0].to.iter().any(|to| to.contains(&s.signer_email)),
+        "an alert goes to the team, not to the signer"
+    );
+}
+
+#[tokio::test]
+async fn a_recovered_alert_for_a_workflow_reopened_by_the_application_is_skipped() {
+    use signet::store::{DeadlineSource, TimeoutQuery};
+    let h = sqlite_harness().await;
+    let spec = h.policy(&timeout("console"));
+    let s = Seed::pending(15.0 * DAY);
+    h.seed(std::slice::from_ref(&s)).await;
+    let query = TimeoutQuery {
+        workflow_types: vec![],
+        timeout_after: 14.0 * DAY,
+    };
+    h.store
+        .time_out(
+            &query,
+            DeadlineSource::Policy,
+            &["console".into()],
+            900.0,
+            10,
+        )
+        .await
+        .unwrap();
+    // The application cancelled the workflow after Signet timed it out.
+    testing::execute(
+        &h.store,
+        &format!(
+            "UPDATE signature_workflows SET status = 'cancelled' WHERE id = '{}'",
+            s.id
+        ),
+    )
+    .await
+    .unwrap();
+    testing::expire_leases(&h.store).await.unwrap();
+    let run = h.check_timeouts(&spec).await;
+    assert_eq!((run.alerts.skipped, run.alerts.sent), (1, 0), "{run:?}");
+    let rows = testing::log_rows(&h.store).await.unwrap();
+    assert_eq!(rows[0].state, "failed");
+    assert_eq!(
+        rows[0].error.as_deref(),
+        Some("not sent: the workflow is cancelled")
+    );
+}
+
+#[tokio::test]
+async fn postgres_concurrent_runs_time_out_and_alert_each_workflow_once() {
+    let Some(h) = Harness::new(Backend::Postgres).await else {
+        return;
+    };
+    let spec = h.policy(&timeout("hook"));
+    let seeds: Vec<Seed> = (0..120)
+        .map(|i| Seed {
+            deadline_in: (i % 3 == 0).then_some(-5.0),
+            ..Seed::pending(15.0 * DAY)
+        })
+        .collect();
+    h.seed(&seeds).await;
+    let second_store = h.db.connect(None).await.unwrap();
+    let channels = h.channels(&spec);
+    let a = Timeouts::new(&spec, &channels, options()).unwrap();
+    let b = Timeouts::new(&spec, &channels, options()).unwrap();
+    let (a, b) = tokio::join!(a.check_timeouts(&h.store), b.check_timeouts(&second_store));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.timed_out + b.timed_out, 120, "{a:?} {b:?}");
+    assert_eq!(a.alerts.sent + b.alerts.sent, 120, "{a:?} {b:?}");
+    let mut keys: Vec<String> = h
+        .http
+        .requests()
+        .iter()
+        .map(|r| r.header("x-signet-idempotency-key").unwrap().to_owned())
+        .collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), 120, "each workflow alerted exactly once");
+    second_store.close().await;
+}
