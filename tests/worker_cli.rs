@@ -85,6 +85,82 @@ async fn send_reminders_runs_from_env_and_prints_a_summary() {
 }
 
 #[tokio::test]
+async fn check_timeouts_runs_from_env_and_prints_a_summary() {
+    let (db, store) = TestDatabase::new(Backend::Sqlite).await.unwrap();
+    let expired = Seed::pending(15.0 * 24.0 * HOUR);
+    testing::seed(&store, &[expired.clone(), Seed::pending(HOUR)])
+        .await
+        .unwrap();
+    store.close().await;
+    let spec = r#"{
+      "database": {"urlSecretRef": {"name": "app-db", "key": "url"}},
+      "timeout": {"after": "14d", "schedule": "0 * * * *", "channels": ["console"]},
+      "channels": [{"name": "console", "log": {}}]
+    }"#;
+    let env = [
+        ("SIGNET_POLICY", spec),
+        ("SIGNET_SECRET_APP_DB_URL", &db.url),
+    ];
+
+    let output = signet(&["check-timeouts"], &env);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let lines = stdout_lines(&output);
+    assert_eq!(
+        lines.len(),
+        2,
+        "one alert line, then the summary: {lines:?}"
+    );
+    assert_eq!(lines[0]["notification"]["kind"], "timeout_alert");
+    assert_eq!(
+        lines[0]["notification"]["workflowId"],
+        expired.id.to_string()
+    );
+    let summary = &lines[1];
+    assert_eq!(
+        (
+            &summary["timedOut"],
+            &summary["sent"],
+            &summary["failed"],
+            &summary["outcome"]
+        ),
+        (&1.into(), &1.into(), &0.into(), &"Succeeded".into()),
+        "{summary}"
+    );
+    assert!(summary.get("durationMs").is_some(), "{summary}");
+
+    let again = signet(&["check-timeouts"], &env);
+    assert_eq!(again.status.code(), Some(0), "{again:?}");
+    let lines = stdout_lines(&again);
+    assert_eq!(lines.len(), 1, "nothing sent twice: {lines:?}");
+    assert_eq!(lines[0]["timedOut"], 0);
+
+    // A channel the timeout names but whose secret is missing: configuration error, exit 2.
+    let hook = r#"{
+      "database": {"urlSecretRef": {"name": "app-db", "key": "url"}},
+      "timeout": {"after": "14d", "schedule": "0 * * * *", "channels": ["hook"]},
+      "channels": [{"name": "hook", "webhook": {"urlSecretRef": {"name": "hook", "key": "url"}}}]
+    }"#;
+    let output = signet(
+        &["check-timeouts"],
+        &[
+            ("SIGNET_POLICY", hook),
+            ("SIGNET_SECRET_APP_DB_URL", &db.url),
+        ],
+    );
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let lines = stdout_lines(&output);
+    assert_eq!(lines[0]["outcome"], "ConfigError");
+    assert!(
+        lines[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("SIGNET_SECRET_HOOK_URL"),
+        "{}",
+        lines[0]
+    );
+}
+
+#[tokio::test]
 async fn configuration_errors_exit_2_and_database_failures_exit_1() {
     let (db, store) = TestDatabase::new(Backend::Sqlite).await.unwrap();
     store.close().await;
