@@ -11,22 +11,18 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use axum::http::{Response, StatusCode};
+use common::{Sink, peak_rss, size};
 use signet::notify::{self, Channel};
 use signet::store::testing::TestDatabase;
 use signet::store::{DueQuery, Store};
 use signet::worker::{Run, RunOptions};
 use sqlx::Row;
 
-fn size(var: &str, default: i64) -> i64 {
-    std::env::var(var)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+#[path = "common/mod.rs"]
+mod common;
 
 #[tokio::main]
 async fn main() {
@@ -152,53 +148,7 @@ async fn main() {
 }
 
 fn signet_spec(endpoint: &str) -> signet::crd::SignaturePolicySpec {
-    let yaml = format!(
-        "apiVersion: signet.dev/v1alpha1\nkind: SignaturePolicy\nmetadata: {{name: bench}}\nspec:\n  database: {{urlSecretRef: {{name: db, key: url}}}}\n  reminders: {{channels: [mail]}}\n  channels:\n    - name: mail\n      sendgrid: {{apiKeySecretRef: {{name: sendgrid, key: key}}, from: \"Bench <bench@example.com>\", endpoint: \"{endpoint}\"}}\n"
-    );
-    let value = signet::admission::files::parse_documents(&yaml)
-        .unwrap()
-        .remove(0);
-    let verdict = signet::admission::Admission::new().check(value);
-    assert!(verdict.errors.is_empty(), "{:?}", verdict.errors);
-    verdict.policy.unwrap().spec
-}
-
-/// A SendGrid-compatible sink: answers every request 202 with an `X-Message-Id`, keeps a count.
-struct Sink {
-    url: String,
-    count: Arc<AtomicU64>,
-}
-
-impl Sink {
-    async fn start() -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/v3/mail/send", listener.local_addr().unwrap());
-        let count = Arc::new(AtomicU64::new(0));
-        let counter = count.clone();
-        let app = axum::Router::new().fallback(move |body: axum::body::Bytes| {
-            let n = counter.fetch_add(1, Ordering::Relaxed);
-            async move {
-                let _ = body;
-                Response::builder()
-                    .status(StatusCode::ACCEPTED)
-                    .header("X-Message-Id", format!("bench-{n}"))
-                    .body(axum::body::Body::empty())
-                    .unwrap()
-            }
-        });
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Self { url, count }
-    }
-}
-
-fn peak_rss() -> String {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .map(|l| l["VmHWM:".len()..].trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown".into())
+    common::policy(&format!(
+        "  reminders: {{channels: [mail]}}\n  channels:\n    - name: mail\n      sendgrid: {{apiKeySecretRef: {{name: sendgrid, key: key}}, from: \"Bench <bench@example.com>\", endpoint: \"{endpoint}\"}}\n"
+    ))
 }
