@@ -81,6 +81,8 @@ enum Command {
     SendReminders(commands::worker::SendRemindersArgs),
     /// One timeouts run: mark expired workflows timed_out, alert; then exit.
     CheckTimeouts(commands::worker::CheckTimeoutsArgs),
+    /// The whole worker loop on a temporary SQLite database: seed, plan, remind, time out, report.
+    Demo(commands::demo::DemoArgs),
     /// Show what a reminders run would do right now, changing nothing.
     Plan(commands::worker::PlanArgs),
 }
@@ -241,6 +243,9 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 commands::worker::check_timeouts(&args, &env, signet::notify::log::stdout()),
             )))
         }
+        Command::Demo(args) => Ok(ExitCode::from(
+            runtime()?.block_on(commands::demo::demo(&args, &mut stdout)),
+        )),
         Command::Plan(args) => {
             let env = |name: &str| std::env::var(name).ok();
             Ok(ExitCode::from(runtime()?.block_on(commands::worker::plan(

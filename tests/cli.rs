@@ -35,7 +35,7 @@ fn validate_accepts_the_examples_directory() {
         "{text}"
     );
     assert!(
-        text.ends_with("3 documents checked: 3 valid, 0 invalid\n"),
+        text.ends_with("4 documents checked: 4 valid, 0 invalid\n"),
         "{text}"
     );
 }

@@ -1,5 +1,6 @@
 //! One function per subcommand; `main.rs` parses arguments and calls these.
 
+pub mod demo;
 pub mod migrate;
 pub mod render;
 pub mod validate;

@@ -1,4 +1,4 @@
-//! Fresh databases and seed rows for tests and benchmarks: a uniquely named PostgreSQL database
+//! Fresh databases and seed rows for tests, benchmarks and `signet demo`: a uniquely named PostgreSQL database
 //! (dropped again when the handle is dropped) or a SQLite file, plus helpers that write rows the
 //! way the application would, with timestamps relative to the database clock.
 //!
@@ -353,6 +353,17 @@ pub async fn workflow(store: &Store, id: Uuid) -> Result<Workflow> {
             super::sqlite::workflow(&row)
         }
     }
+}
+
+/// How many workflows the database holds.
+pub async fn workflow_count(store: &Store) -> Result<i64> {
+    const SQL: &str = "SELECT count(*) FROM signature_workflows";
+    let failed = super::Error::query("counting workflows");
+    match store {
+        Store::Postgres(pg) => sqlx::query_scalar(SQL).fetch_one(pg.pool()).await,
+        Store::Sqlite(lite) => sqlx::query_scalar(SQL).fetch_one(lite.pool()).await,
+    }
+    .map_err(failed)
 }
 
 /// The ids of the workflows marked `timed_out` that carry a `timed_out_at`, sorted.
