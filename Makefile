@@ -3,10 +3,12 @@
 CARGO  ?= cargo
 PYTHON ?= python3
 CRD    := crds/signaturepolicies.signet.dev.yaml
+VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' Cargo.toml | head -n 1)
+IMAGE  ?= ghcr.io/signet-dev/signet:$(VERSION)
 # The oldest Kubernetes k8s-openapi 0.29 supports, and the newest kubernetes-validate knows.
 KUBE_VERSIONS ?= 1.33.0 1.37.0
 
-.PHONY: build test lint fmt crds manifests check e2e bench
+.PHONY: build test lint fmt crds manifests image check e2e bench
 
 build:
 	$(CARGO) build --locked
@@ -35,6 +37,13 @@ manifests:
 	@for f in examples/*.yaml; do $(CARGO) run --locked --quiet -- render -f $$f > target/manifests/$$(basename $$f) || exit 1; done
 	@for v in $(KUBE_VERSIONS); do kubernetes-validate --strict --quiet -k $$v target/manifests/*.yaml || exit 1; echo "ok   signet render output of every example is valid for Kubernetes $$v"; done
 	@if $(CARGO) run --locked --quiet -- validate -f examples/invalid/ > /dev/null; then echo "FAIL examples/invalid/ passed validation"; exit 1; else echo "ok   every file in examples/invalid/ is refused"; fi
+
+# The container image (Dockerfile), where a container engine runs.
+image:
+	@engine=$$(command -v docker || command -v podman || true); \
+	if [ -z "$$engine" ]; then echo "make image: no container engine here (neither docker nor podman is installed); nothing was built" >&2; exit 1; fi; \
+	if ! $$engine info > /dev/null 2>&1; then echo "make image: $$engine is installed but cannot reach its engine (is the daemon running?); nothing was built" >&2; exit 1; fi; \
+	$$engine build -t $(IMAGE) .
 
 check: lint test manifests
 
