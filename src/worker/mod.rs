@@ -5,6 +5,7 @@
 //! channels get one message at the end of the run.
 
 pub mod plan;
+pub mod report;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
