@@ -16,7 +16,9 @@ use crate::controller::names::Section;
 use crate::crd::{RunOutcome, SignaturePolicySpec};
 use crate::notify::{self, EnvLookup, HttpTimeouts, log::SharedWriter};
 use crate::store::{ConnectOptions, Store};
+use crate::worker::report::{self, ReportArgs, ReportTarget, SectionRun};
 use crate::worker::{self, Error, Run, RunOptions, Timeouts, channels_by_kind};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 /// The channels of a run by name.
 type ChannelMap = std::collections::BTreeMap<String, std::sync::Arc<dyn notify::Channel>>;
@@ -52,6 +54,10 @@ pub struct SendRemindersArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub run: RunArgs,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub report: ReportArgs,
 }
 
 /// `signet check-timeouts` options.
@@ -64,6 +70,10 @@ pub struct CheckTimeoutsArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub run: RunArgs,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub report: ReportArgs,
 }
 
 /// How a run works through its rows (both workers).
@@ -200,7 +210,8 @@ impl RunArgs {
 
 /// `signet send-reminders`: one run; writes the summary line to `out`; returns the exit code.
 pub async fn send_reminders(args: &SendRemindersArgs, env: EnvLookup<'_>, out: SharedWriter) -> u8 {
-    let started = Instant::now();
+    let target = ReportTarget::from_env(&args.report, env);
+    let started = (Instant::now(), now());
     let result = async {
         let (spec, url, channels) = prepare(&args.policy, env, &out, Section::Reminders)?;
         let run = Run::new(&spec, &channels, args.run.options())?;
@@ -210,16 +221,23 @@ pub async fn send_reminders(args: &SendRemindersArgs, env: EnvLookup<'_>, out: S
         summary
     }
     .await;
-    finish(
-        started,
-        result.map(|s| (s.outcome(), serde_json::to_value(&s))),
+    let (line, outcome, code) = finish(
+        started.0,
+        result
+            .as_ref()
+            .map(|s| (s.outcome(), serde_json::to_value(s))),
         &out,
-    )
+    );
+    let summary = result.unwrap_or_default();
+    let run = SectionRun::reminders(target.job.clone(), started.1, now(), outcome, &summary);
+    report::publish(&target, &run, &line).await;
+    code
 }
 
 /// `signet check-timeouts`: one run; writes the summary line to `out`; returns the exit code.
 pub async fn check_timeouts(args: &CheckTimeoutsArgs, env: EnvLookup<'_>, out: SharedWriter) -> u8 {
-    let started = Instant::now();
+    let target = ReportTarget::from_env(&args.report, env);
+    let started = (Instant::now(), now());
     let result = async {
         let (spec, url, channels) = prepare(&args.policy, env, &out, Section::Timeouts)?;
         let run = Timeouts::new(&spec, &channels, args.run.options())?;
@@ -229,11 +247,17 @@ pub async fn check_timeouts(args: &CheckTimeoutsArgs, env: EnvLookup<'_>, out: S
         summary
     }
     .await;
-    finish(
-        started,
-        result.map(|s| (s.outcome(), serde_json::to_value(&s))),
+    let (line, outcome, code) = finish(
+        started.0,
+        result
+            .as_ref()
+            .map(|s| (s.outcome(), serde_json::to_value(s))),
         &out,
-    )
+    );
+    let summary = result.unwrap_or_default();
+    let run = SectionRun::timeouts(target.job.clone(), started.1, now(), outcome, &summary);
+    report::publish(&target, &run, &line).await;
+    code
 }
 
 /// The policy, the database URL and the channels of a section's run: everything checked
@@ -262,32 +286,42 @@ fn prepare(
     Ok((spec, url, channels))
 }
 
-/// Writes the summary line and returns the exit code.
+/// Writes the summary line; returns it with the run's outcome and exit code.
 fn finish(
     started: Instant,
-    result: Result<(RunOutcome, serde_json::Result<Value>), Error>,
+    result: Result<(RunOutcome, serde_json::Result<Value>), &Error>,
     out: &SharedWriter,
-) -> u8 {
-    let (line, code) = match result {
+) -> (Value, RunOutcome, u8) {
+    let (line, outcome, code) = match result {
         Ok((outcome, summary)) => {
             let mut line = summary.expect("summaries serialize");
             line["outcome"] = json!(outcome);
-            (line, 0)
+            (line, outcome, 0)
         }
         Err(err) => {
             tracing::error!(reason = err.reason(), "{err}");
+            let outcome = if err.is_configuration() {
+                RunOutcome::ConfigError
+            } else {
+                RunOutcome::Failed
+            };
             let line = json!({
-                "outcome": if err.is_configuration() { RunOutcome::ConfigError } else { RunOutcome::Failed },
+                "outcome": outcome,
                 "reason": err.reason(),
                 "error": err.to_string(),
                 "durationMs": started.elapsed().as_millis() as u64,
             });
-            (line, err.exit_code())
+            (line, outcome, err.exit_code())
         }
     };
-    let mut out = out.lock().unwrap_or_else(|e| e.into_inner());
-    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
-    code
+    let mut writer = out.lock().unwrap_or_else(|e| e.into_inner());
+    let _ = writeln!(writer, "{line}").and_then(|()| writer.flush());
+    (line, outcome, code)
+}
+
+/// The current instant as the status writes it.
+fn now() -> Time {
+    Time(jiff::Timestamp::now())
 }
 
 /// `signet plan`: prints what a run would do now; returns the exit code.

@@ -8,6 +8,7 @@
 
 mod deliver;
 pub mod plan;
+pub mod report;
 mod timeouts;
 
 pub use deliver::DeliveryCounts;
