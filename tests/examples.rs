@@ -42,7 +42,10 @@ fn valid_examples_pass_every_check() {
         .iter()
         .map(|f| f.file_name().unwrap().to_str().unwrap())
         .collect();
-    assert_eq!(names, ["full.yaml", "minimal.yaml", "timeouts-only.yaml"]);
+    assert_eq!(
+        names,
+        ["demo.yaml", "full.yaml", "minimal.yaml", "timeouts-only.yaml"]
+    );
     for file in &files {
         assert_eq!(
             problems(&admission, file),
