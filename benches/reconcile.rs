@@ -24,6 +24,7 @@ use signet::admission::files::parse_documents;
 use signet::controller::build::{self, WorkerSettings};
 use signet::controller::metrics::Metrics;
 use signet::controller::reconcile::{Context, Stores, reconcile};
+use signet::controller::staleness::Report;
 use signet::controller::status::{self, Outcome};
 use signet::crd::SignaturePolicy;
 use signet::validation::ValidPolicy;
@@ -192,6 +193,15 @@ async fn main() {
             .map(|mut policy| {
                 let valid = ValidPolicy::new(&policy).unwrap();
                 let desired = build::desired(&valid, &settings);
+                // Runs are fresh: the policy was just reconciled for the first time.
+                let stale = Report::evaluate(
+                    &valid,
+                    &desired,
+                    &Default::default(),
+                    status::active_since(&policy, &now).as_ref(),
+                    &now,
+                )
+                .summary();
                 // Cached as the runtime caches them: metadata (and CronJob status) only.
                 let mut service_account = desired.service_account;
                 service_account.secrets = None;
@@ -215,6 +225,7 @@ async fn main() {
                 let computed = status::compute(
                     &policy,
                     &Outcome::Reconciled(names),
+                    &stale,
                     &Default::default(),
                     &now,
                 );

@@ -67,10 +67,16 @@ pub mod reason {
     pub const INVALID_SPEC: &str = "InvalidSpec";
     /// Ready: applying the desired objects failed; retrying.
     pub const APPLY_FAILED: &str = "ApplyFailed";
-    /// Suspended: `spec.suspend` is true.
+    /// Suspended: `spec.suspend` is true. Stale (False): not measured while suspended.
     pub const SUSPENDED: &str = "Suspended";
     /// Suspended: the CronJobs run on schedule.
     pub const ACTIVE: &str = "Active";
+    /// Stale (True): a section went three scheduled runs without a successful one.
+    pub const NO_RECENT_SUCCESS: &str = "NoRecentSuccess";
+    /// Stale (False): no section went three scheduled runs without a successful one.
+    pub const RUNS_SUCCEEDING: &str = "RunsSucceeding";
+    /// Stale (False): not measured, because the spec is invalid.
+    pub const NOT_APPLICABLE: &str = "NotApplicable";
 }
 
 /// Event reasons.
@@ -85,6 +91,10 @@ pub mod event {
     pub const MANUAL_RUN: &str = "ManualRunStarted";
     /// The run-now annotation named no enabled section.
     pub const MANUAL_RUN_REFUSED: &str = "ManualRunRefused";
+    /// Warning: the `Stale` condition turned True.
+    pub const STALE: &str = "Stale";
+    /// The `Stale` condition turned False because runs succeed again.
+    pub const RECOVERED: &str = "Recovered";
 }
 
 /// Worker image when `--worker-image` is not given: this release of Signet's own image.

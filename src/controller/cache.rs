@@ -1,5 +1,6 @@
 //! What the controller remembers of the objects it owns: per object a few strings (uid, the
-//! change marker, the owning policy, a CronJob's last schedule time), kept current by a watch.
+//! change marker, the owning policy, the creation time, a CronJob's last schedule time), kept
+//! current by a watch.
 //! kube's typed reflector would keep every object whole (a CronJob carries the policy spec in
 //! its environment); this keeps memory at a few hundred bytes per owned object.
 
@@ -26,6 +27,8 @@ pub struct Owned {
     pub marker: String,
     /// The policy named by `signet.dev/policy`, when the object is managed by Signet.
     pub policy: Option<String>,
+    /// `metadata.creationTimestamp` (a CronJob's marks when its section's schedule began).
+    pub created: Option<Time>,
     /// A CronJob's `status.lastScheduleTime`.
     pub last_schedule_time: Option<Time>,
 }
@@ -38,6 +41,7 @@ pub trait OwnedKind: Resource<DynamicType = ()> {
             uid: self.meta().uid.clone(),
             marker: change_marker(self.meta()),
             policy: managing_policy(self.meta()),
+            created: self.meta().creation_timestamp.clone(),
             last_schedule_time: None,
         }
     }
@@ -52,6 +56,7 @@ impl OwnedKind for CronJob {
             uid: self.metadata.uid.clone(),
             marker: change_marker(&self.metadata),
             policy: managing_policy(&self.metadata),
+            created: self.metadata.creation_timestamp.clone(),
             last_schedule_time: self
                 .status
                 .as_ref()
@@ -186,6 +191,9 @@ mod tests {
                 namespace: Some("ns".into()),
                 uid: Some(format!("uid-{name}")),
                 generation: Some(generation),
+                creation_timestamp: Some(Time(
+                    jiff::Timestamp::from_second(1_790_000_000).unwrap(),
+                )),
                 labels: Some(labels),
                 ..Default::default()
             },
@@ -208,6 +216,11 @@ mod tests {
         assert_eq!(a.policy.as_deref(), Some("p"));
         assert_eq!(a.uid.as_deref(), Some("uid-a"));
         assert!(a.last_schedule_time.is_some());
+        assert_eq!(
+            a.created.map(|t| t.0.as_second()),
+            Some(1_790_000_000),
+            "the creation time is remembered"
+        );
         index.apply_event(&watcher::Event::Apply(cron_job("a", 2, Some("p"))));
         assert_eq!(index.get("ns", "a").unwrap().marker, "g2");
         index.apply_event(&watcher::Event::Apply(cron_job("b", 1, None)));

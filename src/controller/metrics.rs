@@ -1,4 +1,6 @@
-//! The controller's Prometheus metrics (prometheus-client), served on `/metrics`.
+//! The controller's Prometheus metrics (prometheus-client), served on `/metrics`. The per-policy
+//! section gauges (`signet_policy_stale`, `signet_policy_last_run_failed`) are what the Helm
+//! chart's alerts select on: keep their names and labels stable.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -10,6 +12,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+
+use super::names::Section;
 
 /// Label `result` of `signet_reconciles_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -32,6 +36,28 @@ pub struct ReadyLabel {
     pub ready: &'static str,
 }
 
+/// Labels of the per-section gauges.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SectionLabels {
+    /// The policy's namespace.
+    pub namespace: String,
+    /// The policy's name.
+    pub policy: String,
+    /// `reminders` or `timeouts`.
+    pub section: &'static str,
+}
+
+/// What the gauges say about one enabled section of a policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SectionHealth {
+    /// Which section.
+    pub section: Section,
+    /// The `Stale` verdict for it.
+    pub stale: bool,
+    /// Its last run ended `Failed` or `ConfigError`.
+    pub last_run_failed: bool,
+}
+
 /// Every metric the controller exports.
 pub struct Metrics {
     registry: Registry,
@@ -41,6 +67,8 @@ pub struct Metrics {
     policies: Family<ReadyLabel, Gauge>,
     leader: Gauge,
     ready_by_policy: Mutex<HashMap<String, bool>>,
+    stale: Family<SectionLabels, Gauge>,
+    last_run_failed: Family<SectionLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -58,6 +86,8 @@ impl Metrics {
         let duration = Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0]);
         let policies = Family::<ReadyLabel, Gauge>::default();
         let leader = Gauge::default();
+        let stale = Family::<SectionLabels, Gauge>::default();
+        let last_run_failed = Family::<SectionLabels, Gauge>::default();
         registry.register(
             "reconciles",
             "Reconciles of SignaturePolicies by result",
@@ -83,6 +113,16 @@ impl Metrics {
             "1 while this replica holds the leader lease",
             leader.clone(),
         );
+        registry.register(
+            "policy_stale",
+            "1 while a policy's section has gone three scheduled runs without a successful run",
+            stale.clone(),
+        );
+        registry.register(
+            "policy_last_run_failed",
+            "1 while the last run of a policy's section ended Failed or ConfigError",
+            last_run_failed.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -91,6 +131,8 @@ impl Metrics {
             policies,
             leader,
             ready_by_policy: Mutex::default(),
+            stale,
+            last_run_failed,
         }
     }
 
@@ -122,6 +164,37 @@ impl Metrics {
         self.policies
             .get_or_create(&ReadyLabel { ready: "false" })
             .set(by_policy.len() as i64 - ready_count);
+    }
+
+    /// Sets the section gauges of a policy: one series per enabled section in `sections`; the
+    /// series of any other section of the policy are removed.
+    pub fn policy_sections(&self, namespace: &str, policy: &str, sections: &[SectionHealth]) {
+        for section in Section::ALL {
+            let labels = SectionLabels {
+                namespace: namespace.to_owned(),
+                policy: policy.to_owned(),
+                section: section.as_str(),
+            };
+            match sections.iter().find(|s| s.section == section) {
+                Some(health) => {
+                    self.stale
+                        .get_or_create(&labels)
+                        .set(i64::from(health.stale));
+                    self.last_run_failed
+                        .get_or_create(&labels)
+                        .set(i64::from(health.last_run_failed));
+                }
+                None => {
+                    self.stale.remove(&labels);
+                    self.last_run_failed.remove(&labels);
+                }
+            }
+        }
+    }
+
+    /// Removes every series of a deleted policy.
+    pub fn forget_policy(&self, namespace: &str, policy: &str) {
+        self.policy_sections(namespace, policy, &[]);
     }
 
     /// Records whether this replica leads.
@@ -163,5 +236,66 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }
+    }
+
+    fn health(section: Section, stale: bool, last_run_failed: bool) -> SectionHealth {
+        SectionHealth {
+            section,
+            stale,
+            last_run_failed,
+        }
+    }
+
+    #[test]
+    fn section_gauges_follow_the_sections_and_go_with_the_policy() {
+        let metrics = Metrics::new();
+        metrics.policy_sections(
+            "enrollment",
+            "agreements",
+            &[
+                health(Section::Reminders, true, true),
+                health(Section::Timeouts, false, false),
+            ],
+        );
+        metrics.policy_sections("hr", "offers", &[health(Section::Reminders, false, true)]);
+        let text = metrics.encode();
+        for line in [
+            "# TYPE signet_policy_stale gauge",
+            "# TYPE signet_policy_last_run_failed gauge",
+            "signet_policy_stale{namespace=\"enrollment\",policy=\"agreements\",section=\"reminders\"} 1",
+            "signet_policy_stale{namespace=\"enrollment\",policy=\"agreements\",section=\"timeouts\"} 0",
+            "signet_policy_last_run_failed{namespace=\"enrollment\",policy=\"agreements\",section=\"reminders\"} 1",
+            "signet_policy_last_run_failed{namespace=\"enrollment\",policy=\"agreements\",section=\"timeouts\"} 0",
+            "signet_policy_stale{namespace=\"hr\",policy=\"offers\",section=\"reminders\"} 0",
+            "signet_policy_last_run_failed{namespace=\"hr\",policy=\"offers\",section=\"reminders\"} 1",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+
+        // Timeouts disabled, a run succeeded and the section recovered.
+        metrics.policy_sections(
+            "enrollment",
+            "agreements",
+            &[health(Section::Reminders, false, false)],
+        );
+        let text = metrics.encode();
+        assert!(text.contains(
+            "signet_policy_stale{namespace=\"enrollment\",policy=\"agreements\",section=\"reminders\"} 0"
+        ));
+        assert!(text.contains(
+            "signet_policy_last_run_failed{namespace=\"enrollment\",policy=\"agreements\",section=\"reminders\"} 0"
+        ));
+        assert!(
+            !text.contains("policy=\"agreements\",section=\"timeouts\""),
+            "a disabled section's series are removed:\n{text}"
+        );
+
+        metrics.forget_policy("enrollment", "agreements");
+        let text = metrics.encode();
+        assert!(
+            !text.contains("policy=\"agreements\""),
+            "a deleted policy's series are removed:\n{text}"
+        );
+        assert!(text.contains("policy=\"offers\""), "others stay");
     }
 }

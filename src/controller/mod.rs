@@ -1,6 +1,7 @@
 //! `signet controller`: reconciles each SignaturePolicy into owned worker CronJobs and RBAC, as a
 //! pipeline of named steps: validate (pure) → build desired objects (pure) → apply (server-side
-//! apply, only what differs) → prune (by label) → status (only when it changed).
+//! apply, only what differs) → prune (by label) → staleness (pure) → status (only when it
+//! changed).
 
 pub mod build;
 pub mod cache;
@@ -9,8 +10,10 @@ pub mod leader;
 pub mod metrics;
 pub mod names;
 pub mod reconcile;
+mod run_now;
 pub mod runtime;
 pub mod server;
+pub mod staleness;
 pub mod status;
 
 pub use error::Error;

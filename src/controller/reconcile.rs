@@ -1,5 +1,7 @@
 //! One reconcile of one policy: validate → build → apply (only what differs from the cache) →
-//! prune → manual run → status (only when it changed) → events on transitions.
+//! prune → manual run → staleness → status (only when it changed) → events on transitions. A
+//! healthy policy is looked at again after [`RESYNC`], or when a section would turn stale if
+//! that is sooner.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
@@ -7,9 +9,9 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
@@ -17,15 +19,17 @@ use kube::{Client, Resource, ResourceExt};
 use rand::Rng;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::build::{self, Desired, WorkerSettings};
 use super::cache::{OwnedIndex, change_marker};
 use super::error::Error;
 use super::metrics::Metrics;
 use super::names::{self, Section};
+use super::run_now;
+use super::staleness::{self, Report, StaleSummary};
 use super::status::{self, Outcome};
-use crate::constants::{ANNOTATION_INSTANTIATE, ANNOTATION_RUN_NOW, FIELD_MANAGER, event};
+use crate::constants::{ANNOTATION_RUN_NOW, CONDITION_STALE, FIELD_MANAGER, event, reason};
 use crate::crd::SignaturePolicy;
 use crate::validation::ValidPolicy;
 
@@ -171,8 +175,13 @@ async fn reconcile_policy(
     let valid = match ValidPolicy::new(policy) {
         Ok(valid) => valid,
         Err(problems) => {
-            let computed =
-                status::compute(policy, &Outcome::Invalid(problems), &last_schedule, &now);
+            let computed = status::compute(
+                policy,
+                &Outcome::Invalid(problems),
+                &StaleSummary::invalid_spec(),
+                &last_schedule,
+                &now,
+            );
             let was_invalid = policy
                 .status
                 .as_ref()
@@ -196,15 +205,21 @@ async fn reconcile_policy(
                 )
                 .await;
             }
+            let health = staleness::unmeasured_health(policy);
+            ctx.metrics
+                .policy_sections(&namespace, &policy.name_any(), &health);
             return Ok((Action::await_change(), false));
         }
     };
 
     let desired = build::desired(&valid, &ctx.settings);
-    let changed = apply_all(&desired, &namespace, ctx).await?;
+    let InPlace {
+        changed,
+        cron_jobs_created,
+    } = apply_all(&desired, &namespace, ctx).await?;
     let pruned = prune(&valid, &desired, ctx).await?;
     if let Some(request) = policy.annotations().get(ANNOTATION_RUN_NOW) {
-        run_now(policy, &desired, request, ctx).await?;
+        run_now::run_now(policy, &desired, request, ctx).await?;
     }
 
     let cron_jobs = desired
@@ -212,13 +227,24 @@ async fn reconcile_policy(
         .iter()
         .map(|(s, cj)| (*s, cj.name_any()))
         .collect();
+    let report = Report::evaluate(
+        &valid,
+        &desired,
+        &cron_jobs_created,
+        status::active_since(policy, &now).as_ref(),
+        &now,
+    );
     let computed = status::compute(
         policy,
         &Outcome::Reconciled(cron_jobs),
+        &report.summary(),
         &last_schedule,
         &now,
     );
     patch_status(policy, &namespace, &computed, ctx).await?;
+    publish_staleness(ctx, policy, &computed, &report).await;
+    ctx.metrics
+        .policy_sections(&namespace, &policy.name_any(), &report.health());
     if !changed.is_empty() {
         let note = format!("applied {}", changed.join(", "));
         publish(
@@ -235,7 +261,50 @@ async fn reconcile_policy(
         let note = format!("deleted {} (section disabled)", pruned.join(", "));
         publish(ctx, policy, EventType::Normal, event::PRUNED, "Prune", note).await;
     }
-    Ok((Action::requeue(RESYNC), true))
+    let wait = report
+        .recheck_in(&now)
+        .map_or(RESYNC, |wait| wait.min(RESYNC));
+    Ok((Action::requeue(wait), true))
+}
+
+/// Events on transitions of the `Stale` condition only: a Warning when it turns True, a Normal
+/// one when it clears because runs succeed again. Clearing by suspension or an invalid spec
+/// follows the person's own edit and says so in the condition, so it is not announced.
+async fn publish_staleness(
+    ctx: &Context,
+    policy: &SignaturePolicy,
+    computed: &status::ControllerStatus,
+    report: &Report,
+) {
+    let was_stale = policy
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == CONDITION_STALE))
+        .is_some_and(|c| c.status == "True");
+    let stale = computed.stale();
+    if stale.status == "True" && !was_stale {
+        let note = stale.message.clone();
+        publish(
+            ctx,
+            policy,
+            EventType::Warning,
+            event::STALE,
+            "Assess",
+            note,
+        )
+        .await;
+    } else if stale.status == "False" && was_stale && stale.reason == reason::RUNS_SUCCEEDING {
+        let note = report.recovery_note();
+        publish(
+            ctx,
+            policy,
+            EventType::Normal,
+            event::RECOVERED,
+            "Assess",
+            note,
+        )
+        .await;
+    }
 }
 
 /// Last schedule times of the policy's CronJobs, from the cache.
@@ -259,12 +328,24 @@ fn observed_schedules(
         .collect()
 }
 
-/// Applies every desired object not known to be in place; returns what was written.
-async fn apply_all(
-    desired: &Desired,
-    namespace: &str,
-    ctx: &Context,
-) -> Result<Vec<String>, Error> {
+/// What [`apply_all`] wrote and learnt.
+struct InPlace {
+    /// `Kind name` of each object written.
+    changed: Vec<String>,
+    /// Creation times of the CronJobs, where known: staleness counts a section's runs from them.
+    cron_jobs_created: BTreeMap<Section, Time>,
+}
+
+/// What [`apply`] did to one object.
+struct Applied {
+    /// `Kind name`, when it wrote the object.
+    wrote: Option<String>,
+    /// The object's `creationTimestamp`, when known.
+    created: Option<Time>,
+}
+
+/// Applies every desired object not known to be in place.
+async fn apply_all(desired: &Desired, namespace: &str, ctx: &Context) -> Result<InPlace, Error> {
     let stores = &ctx.stores;
     let mut changed = Vec::new();
     changed.extend(
@@ -274,14 +355,31 @@ async fn apply_all(
             namespace,
             &desired.service_account,
         )
-        .await?,
+        .await?
+        .wrote,
     );
-    changed.extend(apply(ctx, &stores.roles, namespace, &desired.role).await?);
-    changed.extend(apply(ctx, &stores.role_bindings, namespace, &desired.role_binding).await?);
-    for (_, cron_job) in &desired.cron_jobs {
-        changed.extend(apply(ctx, &stores.cron_jobs, namespace, cron_job).await?);
+    changed.extend(
+        apply(ctx, &stores.roles, namespace, &desired.role)
+            .await?
+            .wrote,
+    );
+    changed.extend(
+        apply(ctx, &stores.role_bindings, namespace, &desired.role_binding)
+            .await?
+            .wrote,
+    );
+    let mut cron_jobs_created = BTreeMap::new();
+    for (section, cron_job) in &desired.cron_jobs {
+        let applied = apply(ctx, &stores.cron_jobs, namespace, cron_job).await?;
+        changed.extend(applied.wrote);
+        if let Some(created) = applied.created {
+            cron_jobs_created.insert(*section, created);
+        }
     }
-    Ok(changed)
+    Ok(InPlace {
+        changed,
+        cron_jobs_created,
+    })
 }
 
 /// Server-side applies `object` unless it is known to be in place. The caches remember only a
@@ -289,13 +387,13 @@ async fn apply_all(
 /// same desired object, and the marker (`generation`, else `resourceVersion`) has not moved
 /// since. Otherwise the object is read once and compared; only a difference is written. A
 /// steady-state reconcile therefore sends nothing, and one after a restart only reads.
-/// Returns `Kind name` of an object it wrote.
+/// The object's creation time comes from whichever of the cache, the read or the write saw it.
 async fn apply<K>(
     ctx: &Context,
     index: &OwnedIndex,
     namespace: &str,
     object: &K,
-) -> Result<Option<String>, Error>
+) -> Result<Applied, Error>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
@@ -310,8 +408,11 @@ where
     let fingerprint = fingerprint(&wanted);
     let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
     if let Some(cached) = index.get(namespace, &name) {
-        if ctx.verified().get(&key) == Some(&(fingerprint, cached.marker)) {
-            return Ok(None);
+        if ctx.verified().get(&key) == Some(&(fingerprint, cached.marker.clone())) {
+            return Ok(Applied {
+                wrote: None,
+                created: cached.created,
+            });
         }
         let current = api
             .get_opt(&name)
@@ -322,7 +423,10 @@ where
         {
             ctx.verified()
                 .insert(key, (fingerprint, change_marker(current.meta())));
-            return Ok(None);
+            return Ok(Applied {
+                wrote: None,
+                created: current.meta().creation_timestamp.clone(),
+            });
         }
     }
     let applied = api
@@ -335,7 +439,10 @@ where
         .map_err(|e| Error::api(format!("apply {kind} {namespace}/{name}"), e))?;
     ctx.verified()
         .insert(key, (fingerprint, change_marker(applied.meta())));
-    Ok(Some(format!("{kind} {name}")))
+    Ok(Applied {
+        wrote: Some(format!("{kind} {name}")),
+        created: applied.meta().creation_timestamp.clone(),
+    })
 }
 
 fn fingerprint(value: &Value) -> u64 {
@@ -400,120 +507,6 @@ async fn prune(
     Ok(stale.iter().map(|n| format!("CronJob {n}")).collect())
 }
 
-/// Starts the Job the run-now annotation asks for, then clears the annotation.
-async fn run_now(
-    policy: &SignaturePolicy,
-    desired: &Desired,
-    request: &str,
-    ctx: &Context,
-) -> Result<(), Error> {
-    let namespace = policy.namespace().unwrap_or_default();
-    let target = Section::parse(request)
-        .and_then(|s| desired.cron_jobs.iter().find(|(section, _)| *section == s));
-    match target {
-        Some((section, cron_job)) => {
-            let cron_name = cron_job.name_any();
-            // The policy's resourceVersion names the request, so a retried reconcile does not start a second Job.
-            let stamp = policy.resource_version().unwrap_or_default();
-            let job_name = names::manual_job(&cron_name, &stamp);
-            // Owned by the CronJob, as Kubernetes' own Jobs are, so it goes when the CronJob does.
-            let owner = ctx
-                .stores
-                .cron_jobs
-                .get(&namespace, &cron_name)
-                .and_then(|cached| cached.uid)
-                .map(|uid| OwnerReference {
-                    api_version: "batch/v1".into(),
-                    kind: "CronJob".into(),
-                    name: cron_name.clone(),
-                    uid,
-                    controller: Some(false),
-                    block_owner_deletion: Some(true),
-                });
-            let template = cron_job
-                .spec
-                .as_ref()
-                .map(|s| s.job_template.clone())
-                .unwrap_or_default();
-            let mut labels = template
-                .metadata
-                .as_ref()
-                .and_then(|m| m.labels.clone())
-                .unwrap_or_default();
-            labels.insert(
-                crate::constants::LABEL_COMPONENT.into(),
-                section.as_str().into(),
-            );
-            let job = Job {
-                metadata: ObjectMeta {
-                    name: Some(job_name.clone()),
-                    namespace: Some(namespace.clone()),
-                    labels: Some(labels),
-                    annotations: Some(
-                        [(ANNOTATION_INSTANTIATE.to_owned(), "manual".to_owned())].into(),
-                    ),
-                    owner_references: owner.map(|o| vec![o]),
-                    ..Default::default()
-                },
-                spec: template.spec,
-                status: None,
-            };
-            let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace);
-            match jobs.create(&PostParams::default(), &job).await {
-                Ok(_) => {
-                    let note = format!("started Job {job_name} from CronJob {cron_name}");
-                    publish(
-                        ctx,
-                        policy,
-                        EventType::Normal,
-                        event::MANUAL_RUN,
-                        "RunNow",
-                        note,
-                    )
-                    .await;
-                }
-                Err(kube::Error::Api(status)) if status.code == 409 => {}
-                Err(e) => return Err(Error::api(format!("create Job {namespace}/{job_name}"), e)),
-            }
-        }
-        None => {
-            let enabled: Vec<&str> = desired.cron_jobs.iter().map(|(s, _)| s.as_str()).collect();
-            let note = format!(
-                "{ANNOTATION_RUN_NOW}={request:?} names no enabled section; use one of: {}",
-                enabled.join(", ")
-            );
-            publish(
-                ctx,
-                policy,
-                EventType::Warning,
-                event::MANUAL_RUN_REFUSED,
-                "RunNow",
-                note,
-            )
-            .await;
-        }
-    }
-    let clear = json!({ "metadata": { "annotations": { ANNOTATION_RUN_NOW: null } } });
-    let policies: Api<SignaturePolicy> = Api::namespaced(ctx.client.clone(), &namespace);
-    policies
-        .patch(
-            &policy.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&clear),
-        )
-        .await
-        .map_err(|e| {
-            Error::api(
-                format!(
-                    "clear {ANNOTATION_RUN_NOW} on {namespace}/{}",
-                    policy.name_any()
-                ),
-                e,
-            )
-        })?;
-    Ok(())
-}
-
 /// Writes the controller's status when the policy does not already show it.
 async fn patch_status(
     policy: &SignaturePolicy,
@@ -541,7 +534,7 @@ async fn patch_status(
 }
 
 /// Publishes an Event; a failure to do so is logged, never fatal.
-async fn publish(
+pub(super) async fn publish(
     ctx: &Context,
     policy: &SignaturePolicy,
     type_: EventType,
@@ -565,6 +558,7 @@ async fn publish(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn backoff_doubles_to_the_cap_with_jitter() {

@@ -173,8 +173,12 @@ pub async fn check_crd(client: &Client, namespaces: &[String]) -> Result<(), Run
     }
 }
 
-/// What makes a policy worth reconciling again: a spec change or a run-now request. Status
-/// writes (the controller's own and the workers') change neither, so they never loop.
+/// What makes a policy worth reconciling again: a spec change, a run-now request, or a worker
+/// reporting a run (`lastRun`, `lastSuccessfulRunAt` of either section), which may clear `Stale`
+/// or change the last-run metrics. The controller's own status fields (conditions,
+/// `observedGeneration`, `cronJob`, `lastScheduleTime`) are left out, so its status writes never
+/// trigger it again. (Disabling a section removes that section's status, worker fields included:
+/// one extra reconcile, which finds nothing to do.)
 fn trigger_hash(policy: &SignaturePolicy) -> Option<u64> {
     let mut hasher = DefaultHasher::new();
     generation(policy).hash(&mut hasher);
@@ -182,6 +186,15 @@ fn trigger_hash(policy: &SignaturePolicy) -> Option<u64> {
         .annotations()
         .get(ANNOTATION_RUN_NOW)
         .hash(&mut hasher);
+    let status = policy.status.as_ref();
+    let reminders = status.and_then(|s| s.reminders.as_ref());
+    let timeouts = status.and_then(|s| s.timeouts.as_ref());
+    // The run types have no Hash; their JSON is as good a fingerprint.
+    let worker_fields = serde_json::json!([
+        reminders.map(|r| (&r.last_run, &r.last_successful_run_at)),
+        timeouts.map(|t| (&t.last_run, &t.last_successful_run_at)),
+    ]);
+    worker_fields.to_string().hash(&mut hasher);
     Some(hasher.finish())
 }
 
@@ -222,6 +235,7 @@ fn controller_for(
                 policy.name_any()
             );
             gone_metrics.policy_ready(&key, None);
+            gone_metrics.forget_policy(&policy.namespace().unwrap_or_default(), &policy.name_any());
         }
     })
     .applied_objects()
@@ -382,4 +396,114 @@ async fn keep_leading(elector: LeaderElector, stop: watch::Sender<bool>, lost: A
     }
     lost.store(true, Ordering::Relaxed);
     let _ = stop.send(true);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{
+        ReminderRun, RemindersStatus, RunOutcome, SignaturePolicyStatus, TimeoutsStatus,
+    };
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+    fn at(second: i64) -> Time {
+        Time(jiff::Timestamp::from_second(second).unwrap())
+    }
+
+    fn policy() -> SignaturePolicy {
+        let spec = serde_json::from_value(serde_json::json!({
+            "database": {"urlSecretRef": {"name": "db", "key": "url"}},
+            "reminders": {"channels": ["log"]},
+            "timeout": {"after": "14d", "channels": ["log"]},
+            "channels": [{"name": "log", "log": {}}],
+        }))
+        .unwrap();
+        let mut policy = SignaturePolicy::new("p", spec);
+        policy.metadata.generation = Some(1);
+        policy.status = Some(SignaturePolicyStatus {
+            observed_generation: Some(1),
+            reminders: Some(RemindersStatus {
+                cron_job: Some("p-reminders".into()),
+                ..Default::default()
+            }),
+            timeouts: Some(TimeoutsStatus {
+                cron_job: Some("p-timeouts".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        policy
+    }
+
+    fn changed(before: &SignaturePolicy, edit: impl FnOnce(&mut SignaturePolicy)) -> bool {
+        let mut after = before.clone();
+        edit(&mut after);
+        trigger_hash(before) != trigger_hash(&after)
+    }
+
+    fn status(policy: &mut SignaturePolicy) -> &mut SignaturePolicyStatus {
+        policy.status.as_mut().unwrap()
+    }
+
+    #[test]
+    fn spec_changes_run_now_and_worker_reports_trigger_a_reconcile() {
+        let policy = policy();
+        assert!(changed(&policy, |p| p.metadata.generation = Some(2)));
+        assert!(changed(&policy, |p| {
+            p.metadata.annotations = Some([(ANNOTATION_RUN_NOW.into(), "reminders".into())].into());
+        }));
+        let run = ReminderRun {
+            job: "p-reminders-1".into(),
+            started_at: at(1_800_000_000),
+            finished_at: at(1_800_000_060),
+            outcome: RunOutcome::Failed,
+            due: 3,
+            sent: 0,
+            held: 0,
+            failed: 0,
+            possible_duplicates: 0,
+        };
+        let failed_run = run.clone();
+        assert!(changed(&policy, |p| {
+            status(p).reminders.as_mut().unwrap().last_run = Some(failed_run);
+        }));
+        let mut reported = policy.clone();
+        status(&mut reported).reminders.as_mut().unwrap().last_run = Some(run.clone());
+        assert!(
+            changed(&reported, |p| {
+                let reminders = status(p).reminders.as_mut().unwrap();
+                reminders.last_run.as_mut().unwrap().outcome = RunOutcome::Succeeded;
+                reminders.last_successful_run_at = Some(at(1_800_000_060));
+            }),
+            "a success clears Stale promptly"
+        );
+        assert!(changed(&policy, |p| {
+            status(p).timeouts.as_mut().unwrap().last_successful_run_at = Some(at(1_800_000_000));
+        }));
+    }
+
+    #[test]
+    fn the_controllers_own_status_writes_do_not() {
+        let policy = policy();
+        assert!(!changed(&policy, |p| {
+            let status = status(p);
+            status.observed_generation = Some(7);
+            status.conditions.push(Condition {
+                type_: "Stale".into(),
+                status: "True".into(),
+                reason: "NoRecentSuccess".into(),
+                message: "reminders: ...".into(),
+                observed_generation: Some(1),
+                last_transition_time: at(1_800_000_000),
+            });
+            let reminders = status.reminders.as_mut().unwrap();
+            reminders.cron_job = Some("other".into());
+            reminders.last_schedule_time = Some(at(1_800_000_000));
+            status.timeouts.as_mut().unwrap().last_schedule_time = Some(at(1_800_000_100));
+        }));
+        assert!(!changed(&policy, |p| {
+            p.metadata.resource_version = Some("2".into());
+            p.metadata.annotations = Some([("other".into(), "x".into())].into());
+        }));
+    }
 }

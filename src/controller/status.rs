@@ -1,6 +1,7 @@
 //! The part of a policy's status the controller owns, computed purely: `observedGeneration`, the
-//! `Ready` and `Suspended` conditions, and each section's CronJob name and last schedule time.
-//! Workers own `lastRun` and `lastSuccessfulRunAt`; the controller's merge patch leaves them be.
+//! `Ready`, `Suspended` and `Stale` conditions, and each section's CronJob name and last schedule
+//! time. Workers own `lastRun` and `lastSuccessfulRunAt`; the controller's merge patch leaves them
+//! be. `Ready` is about reconciliation only; whether runs succeed is `Stale`'s business.
 
 use std::collections::BTreeMap;
 
@@ -8,7 +9,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use serde_json::{Value, json};
 
 use super::names::Section;
-use crate::constants::{CONDITION_READY, CONDITION_SUSPENDED, reason};
+use super::staleness::StaleSummary;
+use crate::constants::{CONDITION_READY, CONDITION_STALE, CONDITION_SUSPENDED, reason};
 use crate::crd::{SignaturePolicy, SignaturePolicyStatus};
 use crate::validation::FieldError;
 
@@ -29,7 +31,7 @@ pub enum Outcome {
 pub struct ControllerStatus {
     /// `metadata.generation` reconciled.
     pub observed_generation: Option<i64>,
-    /// `Ready` then `Suspended`.
+    /// `Ready`, `Suspended`, `Stale`.
     pub conditions: Vec<Condition>,
     /// Per enabled section: CronJob name and its last schedule time. Disabled sections are absent.
     pub sections: BTreeMap<Section, (String, Option<Time>)>,
@@ -37,11 +39,13 @@ pub struct ControllerStatus {
     pub sections_known: bool,
 }
 
-/// Computes the controller's status. `last_schedule` comes from the observed CronJobs; `now`
-/// stamps conditions whose status changes.
+/// Computes the controller's status. `stale` is the staleness verdict (see
+/// [`super::staleness`]); `last_schedule` comes from the observed CronJobs; `now` stamps
+/// conditions whose status changes.
 pub fn compute(
     policy: &SignaturePolicy,
     outcome: &Outcome,
+    stale: &StaleSummary,
     last_schedule: &BTreeMap<Section, Time>,
     now: &Time,
 ) -> ControllerStatus {
@@ -107,6 +111,15 @@ pub fn compute(
             generation,
             now,
         ),
+        condition(
+            current,
+            CONDITION_STALE,
+            if stale.stale { "True" } else { "False" },
+            stale.reason,
+            stale.message.clone(),
+            generation,
+            now,
+        ),
     ];
     ControllerStatus {
         observed_generation: generation,
@@ -114,6 +127,22 @@ pub fn compute(
         sections_known: sections.is_some(),
         sections: sections.unwrap_or_default(),
     }
+}
+
+/// Since when the policy has been running on schedule: the `lastTransitionTime` [`compute`] gives
+/// the `Suspended` condition when it is `False` (kept from the current status, else `now`).
+/// `None` while suspended.
+pub fn active_since(policy: &SignaturePolicy, now: &Time) -> Option<Time> {
+    if policy.spec.suspend {
+        return None;
+    }
+    let kept = policy.status.as_ref().and_then(|status| {
+        status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == CONDITION_SUSPENDED && c.status == "False")
+    });
+    Some(kept.map_or_else(|| now.clone(), |c| c.last_transition_time.clone()))
 }
 
 fn condition(
@@ -160,7 +189,9 @@ impl ControllerStatus {
         let mine: Vec<&Condition> = current
             .conditions
             .iter()
-            .filter(|c| c.type_ == CONDITION_READY || c.type_ == CONDITION_SUSPENDED)
+            .filter(|c| {
+                [CONDITION_READY, CONDITION_SUSPENDED, CONDITION_STALE].contains(&c.type_.as_str())
+            })
             .collect();
         if mine.len() != self.conditions.len() || !self.conditions.iter().all(|c| mine.contains(&c))
         {
@@ -210,5 +241,135 @@ impl ControllerStatus {
     /// The `Ready` condition.
     pub fn ready(&self) -> &Condition {
         &self.conditions[0]
+    }
+
+    /// The `Stale` condition.
+    pub fn stale(&self) -> &Condition {
+        &self.conditions[2]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::constants::CONDITION_STALE;
+
+    fn at(second: i64) -> Time {
+        Time(jiff::Timestamp::from_second(second).unwrap())
+    }
+
+    fn policy(suspend: bool) -> SignaturePolicy {
+        let spec = serde_json::from_value(json!({
+            "suspend": suspend,
+            "database": {"urlSecretRef": {"name": "db", "key": "url"}},
+            "reminders": {"channels": ["log"]},
+            "channels": [{"name": "log", "log": {}}],
+        }))
+        .unwrap();
+        let mut policy = SignaturePolicy::new("p", spec);
+        policy.metadata.generation = Some(1);
+        policy
+    }
+
+    fn stale(stale: bool, reason: &'static str, message: &str) -> StaleSummary {
+        StaleSummary {
+            stale,
+            reason,
+            message: message.into(),
+        }
+    }
+
+    fn reconciled(
+        policy: &SignaturePolicy,
+        summary: &StaleSummary,
+        now: &Time,
+    ) -> ControllerStatus {
+        let outcome = Outcome::Reconciled(vec![(Section::Reminders, "p-reminders".into())]);
+        compute(policy, &outcome, summary, &BTreeMap::new(), now)
+    }
+
+    /// `policy` with `computed` written to its status.
+    fn written(mut policy: SignaturePolicy, computed: &ControllerStatus) -> SignaturePolicy {
+        policy.status =
+            Some(serde_json::from_value(computed.merge_patch()["status"].clone()).unwrap());
+        policy
+    }
+
+    #[test]
+    fn active_since_is_the_suspended_false_transition() {
+        let now = at(1_800_000_000);
+        assert_eq!(
+            active_since(&policy(false), &now),
+            Some(now.clone()),
+            "first reconcile"
+        );
+        assert_eq!(active_since(&policy(true), &now), None);
+        let fresh = stale(false, reason::RUNS_SUCCEEDING, "fine");
+        let running = written(
+            policy(false),
+            &reconciled(&policy(false), &fresh, &at(1_700_000_000)),
+        );
+        assert_eq!(active_since(&running, &now), Some(at(1_700_000_000)));
+        // Suspended, then resumed: the status still says Suspended=True until this reconcile.
+        let suspended = written(
+            policy(true),
+            &reconciled(&policy(true), &fresh, &at(1_700_000_000)),
+        );
+        let mut resumed = suspended.clone();
+        resumed.spec.suspend = false;
+        assert_eq!(active_since(&resumed, &now), Some(now.clone()));
+        let computed = reconciled(&resumed, &fresh, &now);
+        assert_eq!(
+            computed.conditions[1].last_transition_time, now,
+            "the same instant"
+        );
+    }
+
+    #[test]
+    fn the_stale_condition_moves_its_transition_time_only_on_a_status_change() {
+        let p = policy(false);
+        let first = reconciled(&p, &stale(false, reason::RUNS_SUCCEEDING, "fine"), &at(100));
+        assert_eq!(
+            first
+                .conditions
+                .iter()
+                .map(|c| c.type_.as_str())
+                .collect::<Vec<_>>(),
+            [CONDITION_READY, CONDITION_SUSPENDED, CONDITION_STALE]
+        );
+        let p = written(p, &first);
+        let turned = reconciled(
+            &p,
+            &stale(true, reason::NO_RECENT_SUCCESS, "reminders: a"),
+            &at(200),
+        );
+        assert_eq!(turned.stale().last_transition_time, at(200));
+        assert!(
+            !turned.is_reflected_in(p.status.as_ref()),
+            "the change is written"
+        );
+        let p = written(p, &turned);
+        let reworded = reconciled(
+            &p,
+            &stale(true, reason::NO_RECENT_SUCCESS, "reminders: b"),
+            &at(300),
+        );
+        assert_eq!(reworded.stale().last_transition_time, at(200));
+        assert_eq!(reworded.stale().message, "reminders: b");
+        assert!(!reworded.is_reflected_in(p.status.as_ref()));
+        let p = written(p, &reworded);
+        let same = reconciled(
+            &p,
+            &stale(true, reason::NO_RECENT_SUCCESS, "reminders: b"),
+            &at(400),
+        );
+        assert!(same.is_reflected_in(p.status.as_ref()), "nothing to write");
+        let cleared = reconciled(&p, &stale(false, reason::RUNS_SUCCEEDING, "fine"), &at(500));
+        assert_eq!(cleared.stale().last_transition_time, at(500));
+        assert_eq!(
+            cleared.ready().last_transition_time,
+            at(100),
+            "Ready untouched"
+        );
     }
 }
