@@ -106,9 +106,13 @@ pub async fn run(config: ControllerConfig) -> Result<(), RunError> {
         .map(|le| LeaderElector::new(client.clone(), &le.namespace, &le.lease_name, &le.identity));
     let lease_lost = Arc::new(AtomicBool::new(false));
     if let Some(elector) = &elector {
+        // A standby replica is healthy in its role: ready, so rollouts and `helm --wait` do
+        // not stall on it. Once it leads it is ready again only when its watches have synced.
+        ready.store(true, Ordering::Relaxed);
         if !campaign(elector, stop_rx.clone()).await {
             return Ok(()); // stopped before winning
         }
+        ready.store(false, Ordering::Relaxed);
         metrics.set_leader(true);
         tokio::spawn(keep_leading(
             elector.clone(),
