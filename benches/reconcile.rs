@@ -140,6 +140,7 @@ async fn main() {
     let settings = WorkerSettings {
         image: "registry.example/signet:1".into(),
         image_pull_policy: None,
+        pushgateway_url: None,
     };
 
     let policies: Vec<SignaturePolicy> = (0..count)

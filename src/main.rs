@@ -168,6 +168,19 @@ struct WorkerArgs {
     /// imagePullPolicy of the worker container (Always, IfNotPresent, Never); Kubernetes' default if unset.
     #[arg(long, env = "SIGNET_WORKER_IMAGE_PULL_POLICY", value_parser = ["Always", "IfNotPresent", "Never"])]
     worker_image_pull_policy: Option<String>,
+
+    /// Prometheus Pushgateway the workers push their run metrics to (http or https URL).
+    #[arg(long, env = "SIGNET_WORKER_PUSHGATEWAY_URL", value_parser = pushgateway_url)]
+    worker_pushgateway_url: Option<String>,
+}
+
+/// An http(s) URL, checked here so a typo fails the controller's start, not every worker run.
+fn pushgateway_url(value: &str) -> Result<String, String> {
+    match reqwest::Url::parse(value) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") => Ok(value.to_owned()),
+        Ok(url) => Err(format!("scheme {:?} is not http or https", url.scheme())),
+        Err(err) => Err(err.to_string()),
+    }
 }
 
 impl WorkerArgs {
@@ -175,6 +188,7 @@ impl WorkerArgs {
         signet::controller::build::WorkerSettings {
             image: self.worker_image,
             image_pull_policy: self.worker_image_pull_policy,
+            pushgateway_url: self.worker_pushgateway_url,
         }
     }
 }

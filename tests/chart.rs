@@ -543,6 +543,7 @@ fn the_controller_holds_everything_the_worker_role_grants() {
     let settings = signet::controller::build::WorkerSettings {
         image: "signet:test".into(),
         image_pull_policy: None,
+        pushgateway_url: None,
     };
     let mut out = Vec::new();
     signet::commands::render::render(

@@ -13,6 +13,7 @@ fn settings() -> WorkerSettings {
     WorkerSettings {
         image: "registry.example/signet:1.2.3".into(),
         image_pull_policy: Some("IfNotPresent".into()),
+        pushgateway_url: None,
     }
 }
 
@@ -327,4 +328,41 @@ fn long_policy_names_give_bounded_cron_job_names() {
         built.cron_jobs[0].1.metadata.name,
         built.cron_jobs[1].1.metadata.name
     );
+}
+
+#[test]
+fn the_pushgateway_reaches_the_workers_only_when_configured() {
+    let policy = ValidPolicy::new(&policy_from(&example("full.yaml"))).unwrap();
+    let names = |desired: &Desired| -> Vec<Vec<(String, Option<String>)>> {
+        desired
+            .cron_jobs
+            .iter()
+            .map(|(_, c)| {
+                env_of(&json(c))
+                    .iter()
+                    .filter(|e| e["name"] == "SIGNET_PUSHGATEWAY_URL")
+                    .map(|e| {
+                        (
+                            e["name"].as_str().unwrap().to_owned(),
+                            e["value"].as_str().map(str::to_owned),
+                        )
+                    })
+                    .collect()
+            })
+            .collect()
+    };
+    let without = desired(&policy, &settings());
+    assert_eq!(names(&without), vec![vec![], vec![]]);
+    let with = desired(
+        &policy,
+        &WorkerSettings {
+            pushgateway_url: Some("http://pushgateway.monitoring:9091".into()),
+            ..settings()
+        },
+    );
+    let expected = vec![(
+        "SIGNET_PUSHGATEWAY_URL".to_owned(),
+        Some("http://pushgateway.monitoring:9091".to_owned()),
+    )];
+    assert_eq!(names(&with), vec![expected.clone(), expected]);
 }

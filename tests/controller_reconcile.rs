@@ -79,6 +79,7 @@ fn settings() -> WorkerSettings {
     WorkerSettings {
         image: "registry.example/signet:1".into(),
         image_pull_policy: None,
+        pushgateway_url: None,
     }
 }
 

@@ -44,7 +44,12 @@ fn valid_examples_pass_every_check() {
         .collect();
     assert_eq!(
         names,
-        ["demo.yaml", "full.yaml", "minimal.yaml", "timeouts-only.yaml"]
+        [
+            "demo.yaml",
+            "full.yaml",
+            "minimal.yaml",
+            "timeouts-only.yaml"
+        ]
     );
     for file in &files {
         assert_eq!(

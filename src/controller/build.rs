@@ -33,6 +33,9 @@ pub struct WorkerSettings {
     pub image: String,
     /// `imagePullPolicy` of the worker container; Kubernetes' default when `None`.
     pub image_pull_policy: Option<String>,
+    /// Pushgateway the workers push their run metrics to (`SIGNET_PUSHGATEWAY_URL`); none when
+    /// `None`.
+    pub pushgateway_url: Option<String>,
 }
 
 /// Defaults for what `spec.jobTemplate` may override.
@@ -186,7 +189,7 @@ fn cron_job(
         image: Some(settings.image.clone()),
         image_pull_policy: settings.image_pull_policy.clone(),
         args: Some(vec![section.subcommand().into()]),
-        env: Some(worker_env(policy, section)),
+        env: Some(worker_env(policy, section, settings)),
         resources: Some(resources),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
@@ -324,7 +327,7 @@ fn default_resources() -> ResourceRequirements {
 
 /// The worker's environment: the policy, where it lives, and each secret it needs as a
 /// `secretKeyRef` (never a value).
-fn worker_env(policy: &ValidPolicy, section: Section) -> Vec<EnvVar> {
+fn worker_env(policy: &ValidPolicy, section: Section, settings: &WorkerSettings) -> Vec<EnvVar> {
     let spec = policy.spec();
     // Pod overrides are the controller's business; the worker gets what it acts on.
     let worker_spec = SignaturePolicySpec {
@@ -362,6 +365,9 @@ fn worker_env(policy: &ValidPolicy, section: Section) -> Vec<EnvVar> {
             ..Default::default()
         },
     ];
+    if let Some(url) = &settings.pushgateway_url {
+        env.push(plain("SIGNET_PUSHGATEWAY_URL", url.clone()));
+    }
     for secret in section_secrets(spec, section) {
         env.push(EnvVar {
             name: secret.env_var(),

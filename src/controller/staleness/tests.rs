@@ -262,6 +262,7 @@ fn report(policy: &SignaturePolicy, resumed: Option<&str>, now: &str) -> Report 
     let settings = WorkerSettings {
         image: "signet".into(),
         image_pull_policy: None,
+        pushgateway_url: None,
     };
     let desired = build::desired(&valid, &settings);
     let created = BTreeMap::from([
