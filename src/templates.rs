@@ -73,7 +73,7 @@ pub struct TemplateContext {
 }
 
 /// A rendered message.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Rendered {
     /// Subject line.
     pub subject: String,

@@ -148,7 +148,7 @@ async fn a_failed_alert_is_retried_without_timing_out_again(h: &Harness) {
 }
 
 async fn an_alert_interrupted_mid_send_is_finished_and_counted(h: &Harness) {
-    use signet::store::{DeadlineSource, TimeoutQuery};
+    use signet::store::{TimeoutCursor, TimeoutQuery};
     let spec = h.policy(&timeout("console"));
     let s = Seed::pending(15.0 * DAY);
     h.seed(std::slice::from_ref(&s)).await;
@@ -161,7 +161,7 @@ async fn an_alert_interrupted_mid_send_is_finished_and_counted(h: &Harness) {
         .store
         .time_out(
             &query,
-            DeadlineSource::Policy,
+            &mut TimeoutCursor::default(),
             &["console".into()],
             900.0,
             10,
@@ -252,7 +252,7 @@ async fn email_alerts_go_to_the_channels_own_recipients() {
 
 #[tokio::test]
 async fn a_recovered_alert_for_a_workflow_reopened_by_the_application_is_skipped() {
-    use signet::store::{DeadlineSource, TimeoutQuery};
+    use signet::store::{TimeoutCursor, TimeoutQuery};
     let h = sqlite_harness().await;
     let spec = h.policy(&timeout("console"));
     let s = Seed::pending(15.0 * DAY);
@@ -264,7 +264,7 @@ async fn a_recovered_alert_for_a_workflow_reopened_by_the_application_is_skipped
     h.store
         .time_out(
             &query,
-            DeadlineSource::Policy,
+            &mut TimeoutCursor::default(),
             &["console".into()],
             900.0,
             10,

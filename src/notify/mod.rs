@@ -172,6 +172,44 @@ impl Message {
     }
 }
 
+/// What a digest channel sends for a run: how many notifications by kind, and the first few in
+/// full. Kept compact so a run with 100,000 alerts does not hold 100,000 rendered messages.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Digest {
+    /// Notifications in the digest.
+    pub total: usize,
+    /// Notifications by kind.
+    pub by_kind: BTreeMap<NoticeKind, usize>,
+    /// The first [`slack::DIGEST_ITEMS`] notifications.
+    pub sample: Vec<Message>,
+}
+
+impl Digest {
+    /// Whether the next notification added is listed (it needs a rendered [`Message`]) or only
+    /// counted.
+    pub fn wants_sample(&self) -> bool {
+        self.sample.len() < slack::DIGEST_ITEMS
+    }
+
+    /// Counts a notification of `kind`, listing `message` while the sample has room.
+    pub fn add(&mut self, kind: NoticeKind, message: Option<Message>) {
+        self.total += 1;
+        *self.by_kind.entry(kind).or_default() += 1;
+        if let Some(message) = message.filter(|_| self.wants_sample()) {
+            self.sample.push(message);
+        }
+    }
+
+    /// The digest of `messages`.
+    pub fn from_messages(messages: &[Message]) -> Self {
+        let mut digest = Self::default();
+        for m in messages {
+            digest.add(m.kind, Some(m.clone()));
+        }
+        digest
+    }
+}
+
 /// What a provider said when it accepted a delivery.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Receipt {
@@ -189,6 +227,11 @@ pub trait Channel: Send + Sync {
 
     /// Sends `messages` (exactly one unless [`Channel::is_digest`]) once, without retrying.
     fn send<'a>(&'a self, messages: &'a [Message]) -> BoxFuture<'a, Result<Receipt, Error>>;
+
+    /// Sends a run's digest once, without retrying (digest channels; others send its sample).
+    fn send_digest<'a>(&'a self, digest: &'a Digest) -> BoxFuture<'a, Result<Receipt, Error>> {
+        self.send(&digest.sample)
+    }
 }
 
 /// Capped, jittered exponential backoff.
@@ -236,9 +279,25 @@ impl RetryPolicy {
         channel: &dyn Channel,
         messages: &[Message],
     ) -> Result<Receipt, Error> {
+        self.retry(|| channel.send(messages)).await
+    }
+
+    /// Sends a digest through `channel`, retrying like [`RetryPolicy::send`].
+    pub async fn send_digest(
+        &self,
+        channel: &dyn Channel,
+        digest: &Digest,
+    ) -> Result<Receipt, Error> {
+        self.retry(|| channel.send_digest(digest)).await
+    }
+
+    async fn retry<'a>(
+        &self,
+        send: impl Fn() -> BoxFuture<'a, Result<Receipt, Error>>,
+    ) -> Result<Receipt, Error> {
         let mut attempt = 1;
         loop {
-            match channel.send(messages).await {
+            match send().await {
                 Ok(receipt) => return Ok(receipt),
                 Err(err) if !err.is_transient() || attempt >= self.attempts => return Err(err),
                 Err(err) => {

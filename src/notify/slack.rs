@@ -1,12 +1,10 @@
 //! Slack incoming webhooks: ONE digest message per run (Slack allows about one message a second
 //! per webhook): the count by kind, then the first ten notifications.
 
-use std::collections::BTreeMap;
-
 use futures::future::BoxFuture;
 use serde_json::json;
 
-use super::{Channel, Error, Message, Receipt, send_http};
+use super::{Channel, Digest, Error, Message, Receipt, send_http};
 
 /// Notifications listed in a digest; the rest are counted.
 pub const DIGEST_ITEMS: usize = 10;
@@ -25,21 +23,23 @@ impl Slack {
 
     /// The digest text for `messages`.
     pub fn digest(messages: &[Message]) -> String {
-        let mut by_kind: BTreeMap<&str, usize> = BTreeMap::new();
-        for m in messages {
-            *by_kind.entry(m.kind.as_str()).or_default() += 1;
-        }
-        let counts: Vec<String> = by_kind
+        Self::text(&Digest::from_messages(messages))
+    }
+
+    /// The text of a digest: the count by kind, then the sample, then how many more.
+    pub fn text(digest: &Digest) -> String {
+        let counts: Vec<String> = digest
+            .by_kind
             .iter()
-            .map(|(kind, n)| format!("{n} {}", kind.replace('_', " ")))
+            .map(|(kind, n)| format!("{n} {}", kind.as_str().replace('_', " ")))
             .collect();
         let mut text = format!(
             "Signet: {} notification{} ({})",
-            messages.len(),
-            if messages.len() == 1 { "" } else { "s" },
+            digest.total,
+            if digest.total == 1 { "" } else { "s" },
             counts.join(", ")
         );
-        for m in messages.iter().take(DIGEST_ITEMS) {
+        for m in digest.sample.iter().take(DIGEST_ITEMS) {
             let title = m.document_title.as_deref().unwrap_or(&m.workflow_type);
             text.push_str(&format!(
                 "\n• {}{}: {} – {} ({})",
@@ -54,8 +54,9 @@ impl Slack {
                 m.workflow_id
             ));
         }
-        if messages.len() > DIGEST_ITEMS {
-            text.push_str(&format!("\n…and {} more", messages.len() - DIGEST_ITEMS));
+        let listed = digest.sample.len().min(DIGEST_ITEMS);
+        if digest.total > listed {
+            text.push_str(&format!("\n…and {} more", digest.total - listed));
         }
         text
     }
@@ -74,16 +75,24 @@ impl Channel for Slack {
     }
 
     fn send<'a>(&'a self, messages: &'a [Message]) -> BoxFuture<'a, Result<Receipt, Error>> {
-        Box::pin(async move {
-            if messages.is_empty() {
-                return Ok(Receipt::default());
-            }
-            let request = self
-                .http
-                .post(&self.url)
-                .json(&json!({"text": Self::digest(messages)}));
-            send_http(request).await?;
-            Ok(Receipt::default())
-        })
+        Box::pin(async move { self.post(&Digest::from_messages(messages)).await })
+    }
+
+    fn send_digest<'a>(&'a self, digest: &'a Digest) -> BoxFuture<'a, Result<Receipt, Error>> {
+        Box::pin(self.post(digest))
+    }
+}
+
+impl Slack {
+    async fn post(&self, digest: &Digest) -> Result<Receipt, Error> {
+        if digest.total == 0 {
+            return Ok(Receipt::default());
+        }
+        let request = self
+            .http
+            .post(&self.url)
+            .json(&json!({"text": Self::text(digest)}));
+        send_http(request).await?;
+        Ok(Receipt::default())
     }
 }

@@ -218,14 +218,37 @@ pub struct TimeoutQuery {
     pub timeout_after: f64,
 }
 
-/// Rows `deadline_at` expired in, or rows whose deadline is `requested_at + timeout.after`:
-/// each walked by its own index (see the backends).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DeadlineSource {
-    /// `deadline_at` is set on the row.
-    Row,
-    /// `requested_at + timeout.after`.
-    Policy,
+/// Where a run's walk through the expired workflows stands ([`Store::time_out`]); start with
+/// `TimeoutCursor::default()`. Rows whose own `deadline_at` passed are walked first, then rows
+/// whose deadline is `requested_at + timeout.after`, each in deadline order from where the
+/// previous chunk ended, so a chunk never re-reads the rows earlier chunks changed.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TimeoutCursor {
+    /// 0: `deadline_at` set; 1: `requested_at + timeout.after`; 2: done.
+    source: usize,
+    /// The last row of the previous chunk: its key column and id.
+    last: Option<(DateTime<Utc>, Uuid)>,
+}
+
+impl TimeoutCursor {
+    fn next_source(&mut self) {
+        self.source += 1;
+        self.last = None;
+    }
+
+    /// Moves past the rows of `chunk` (returned in any order).
+    fn advance(&mut self, chunk: &[Workflow]) {
+        let key = |w: &Workflow| {
+            let at = match self.source {
+                0 => w.deadline_at.unwrap_or(w.requested_at),
+                _ => w.requested_at,
+            };
+            (at, w.id)
+        };
+        if let Some(last) = chunk.iter().map(key).max() {
+            self.last = Some(last);
+        }
+    }
 }
 
 /// What one timeout chunk did: the workflows now `timed_out` and the alert deliveries logged
@@ -444,22 +467,32 @@ impl Store {
         }
     }
 
-    /// Marks up to `limit` pending workflows past their deadline (by `source`) `timed_out`, with
-    /// `timed_out_at` from the database clock, and logs a pending alert per channel with a lease
-    /// of `lease` seconds, all in one transaction. Rows another worker holds are left for it; a
-    /// workflow is timed out (and its alerts logged) exactly once.
+    /// Marks the next up to `limit` pending workflows past their deadline `timed_out`, walking
+    /// from `cursor`, with `timed_out_at` from the database clock, and logs a pending alert per
+    /// channel with a lease of `lease` seconds, all in one transaction; empty when the walk is
+    /// done. Rows another worker holds are left for it; a workflow is timed out (and its alerts
+    /// logged) exactly once.
     pub async fn time_out(
         &self,
         query: &TimeoutQuery,
-        source: DeadlineSource,
+        cursor: &mut TimeoutCursor,
         channels: &[String],
         lease: f64,
         limit: i64,
     ) -> Result<TimedOut> {
-        match self {
-            Store::Postgres(s) => s.time_out(query, source, channels, lease, limit).await,
-            Store::Sqlite(s) => s.time_out(query, source, channels, lease, limit).await,
+        while cursor.source < 2 {
+            let chunk = match self {
+                Store::Postgres(s) => s.time_out(query, cursor, channels, lease, limit).await?,
+                Store::Sqlite(s) => s.time_out(query, cursor, channels, lease, limit).await?,
+            };
+            if chunk.workflows.is_empty() {
+                cursor.next_source();
+                continue;
+            }
+            cursor.advance(&chunk.workflows);
+            return Ok(chunk);
         }
+        Ok(TimedOut::default())
     }
 
     /// Takes over up to `limit` pending deliveries of `kinds` whose lease has expired (a crashed

@@ -12,8 +12,8 @@ use sqlx::{AssertSqlSafe, Row};
 use uuid::Uuid;
 
 use super::{
-    ClaimedDelivery, ConnectOptions, DeadlineSource, DueCursor, DueQuery, Error, NoticeKind,
-    Outcome, Result, TimedOut, TimeoutQuery, WORKFLOW_COLUMNS, Workflow,
+    ClaimedDelivery, ConnectOptions, DueCursor, DueQuery, Error, NoticeKind, Outcome, Result,
+    TimedOut, TimeoutCursor, TimeoutQuery, WORKFLOW_COLUMNS, Workflow,
 };
 
 /// A PostgreSQL connection pool.
@@ -194,28 +194,35 @@ static CLAIMS: LazyLock<[String; 3]> = LazyLock::new(|| {
     ]
 });
 
-/// One timeout chunk for rows whose deadline comes from `source`: $1 workflow types, $2 channel
-/// names, $3 lease seconds, $4 limit, $5 `timeout.after` seconds. Each branch walks its own
-/// partial index of migration 0002 in deadline order; the alert rows are inserted by the same
-/// statement, so a workflow is never timed out without its alerts logged.
-fn time_out_sql(source: DeadlineSource) -> String {
-    let (expired, order) = match source {
-        DeadlineSource::Row => (
-            "w.deadline_at IS NOT NULL AND w.deadline_at <= now()",
-            "w.deadline_at, w.id",
-        ),
-        DeadlineSource::Policy => (
-            "w.deadline_at IS NULL AND w.requested_at <= now() - $5::float8 * interval '1 second'",
-            "w.requested_at, w.id",
-        ),
+/// One timeout chunk of a deadline source (0: `deadline_at`, 1: `requested_at +
+/// timeout.after`): $1 workflow types, $2 channel names, $3 lease seconds, $4 limit, $5
+/// `timeout.after` seconds, $6 and $7 the previous chunk's last key and id (NULL at first). Each
+/// source walks its own partial index of migration 0002 in deadline order, from where the last
+/// chunk ended (never over the dead entries earlier chunks left); the alert rows are inserted by
+/// the same statement, so a workflow is never timed out without its alerts logged.
+fn time_out_sql(source: usize) -> String {
+    let key = if source == 0 {
+        "deadline_at"
+    } else {
+        "requested_at"
     };
+    let expired = if source == 0 {
+        "w.deadline_at IS NOT NULL AND w.deadline_at <= now()"
+    } else {
+        "w.deadline_at IS NULL AND w.requested_at <= now() - $5::float8 * interval '1 second'"
+    };
+    let after = format!(
+        "(w.{key}, w.id) > (coalesce($6::timestamptz, '-infinity'), \
+         coalesce($7::uuid, '00000000-0000-0000-0000-000000000000'))"
+    );
+    let order = format!("w.{key}, w.id");
     let kind = NoticeKind::TimeoutAlert.as_str();
     format!(
         "WITH expired AS ( \
            UPDATE signature_workflows w SET status = 'timed_out', timed_out_at = now() \
            WHERE w.id IN ( \
              SELECT w.id FROM signature_workflows w \
-             WHERE w.status = 'pending' AND {expired} \
+             WHERE w.status = 'pending' AND {expired} AND {after} \
                AND (cardinality($1::text[]) = 0 OR w.workflow_type = ANY($1::text[])) \
              ORDER BY {order} LIMIT $4 FOR UPDATE SKIP LOCKED) \
            RETURNING {WORKFLOW_COLUMNS}), \
@@ -235,12 +242,7 @@ fn time_out_sql(source: DeadlineSource) -> String {
     )
 }
 
-static TIME_OUTS: LazyLock<[String; 2]> = LazyLock::new(|| {
-    [
-        time_out_sql(DeadlineSource::Row),
-        time_out_sql(DeadlineSource::Policy),
-    ]
-});
+static TIME_OUTS: LazyLock<[String; 2]> = LazyLock::new(|| [time_out_sql(0), time_out_sql(1)]);
 
 /// Expired pending deliveries: $1 kinds, $2 workflow types, $3 lease seconds, $4 limit.
 static RECOVER: LazyLock<String> = LazyLock::new(|| {
@@ -444,18 +446,20 @@ impl PgStore {
     pub(super) async fn time_out(
         &self,
         query: &TimeoutQuery,
-        source: DeadlineSource,
+        cursor: &TimeoutCursor,
         channels: &[String],
         lease: f64,
         limit: i64,
     ) -> Result<TimedOut> {
-        let sql = &TIME_OUTS[source as usize];
+        let sql = &TIME_OUTS[cursor.source];
         let rows = sqlx::query(AssertSqlSafe(sql.as_str()))
             .bind(&query.workflow_types)
             .bind(channels)
             .bind(lease)
             .bind(limit)
             .bind(query.timeout_after)
+            .bind(cursor.last.map(|(key, _)| key))
+            .bind(cursor.last.map(|(_, id)| id))
             .fetch_all(&self.pool)
             .await
             .map_err(Error::query("timing out expired workflows"))?;

@@ -14,8 +14,8 @@ use sqlx::{AssertSqlSafe, Row};
 use uuid::Uuid;
 
 use super::{
-    ClaimedDelivery, ConnectOptions, DeadlineSource, DueCursor, DueQuery, Error, NoticeKind,
-    Outcome, Result, TimedOut, TimeoutQuery, WORKFLOW_COLUMNS, Workflow, idempotency_key,
+    ClaimedDelivery, ConnectOptions, DueCursor, DueQuery, Error, NoticeKind, Outcome, Result,
+    TimedOut, TimeoutCursor, TimeoutQuery, WORKFLOW_COLUMNS, Workflow, idempotency_key,
 };
 
 /// A SQLite connection pool.
@@ -94,18 +94,17 @@ const INSERT_LOG: &str = "INSERT INTO signature_reminder_log \
     ON CONFLICT (workflow_id, kind, sequence, channel) DO NOTHING \
     RETURNING id, attempts";
 
-/// The update half of a timeout chunk: ?1 workflow types (JSON array), ?2 `timeout.after`
-/// seconds, ?3 limit.
-fn time_out_sql(source: DeadlineSource) -> String {
-    let expired = match source {
-        DeadlineSource::Row => {
-            "w.deadline_at IS NOT NULL \
-             AND unixepoch(w.deadline_at, 'subsec') <= unixepoch('now', 'subsec')"
-        }
-        DeadlineSource::Policy => {
-            "w.deadline_at IS NULL \
-             AND unixepoch(w.requested_at, 'subsec') + ?2 <= unixepoch('now', 'subsec')"
-        }
+/// The update half of a timeout chunk of a deadline source (0: `deadline_at`, 1:
+/// `requested_at + timeout.after`): ?1 workflow types (JSON array), ?2 `timeout.after`
+/// seconds, ?3 limit. Each chunk takes the first expired rows still pending (those of earlier
+/// chunks are not any more), so SQLite needs no position within the walk, only its source.
+fn time_out_sql(source: usize) -> String {
+    let expired = if source == 0 {
+        "w.deadline_at IS NOT NULL \
+         AND unixepoch(w.deadline_at, 'subsec') <= unixepoch('now', 'subsec')"
+    } else {
+        "w.deadline_at IS NULL \
+         AND unixepoch(w.requested_at, 'subsec') + ?2 <= unixepoch('now', 'subsec')"
     };
     format!(
         "UPDATE signature_workflows SET status = 'timed_out', timed_out_at = {NOW} \
@@ -119,12 +118,7 @@ fn time_out_sql(source: DeadlineSource) -> String {
     )
 }
 
-static TIME_OUTS: LazyLock<[String; 2]> = LazyLock::new(|| {
-    [
-        time_out_sql(DeadlineSource::Row),
-        time_out_sql(DeadlineSource::Policy),
-    ]
-});
+static TIME_OUTS: LazyLock<[String; 2]> = LazyLock::new(|| [time_out_sql(0), time_out_sql(1)]);
 
 static RECOVER: LazyLock<String> = LazyLock::new(|| {
     format!(
@@ -299,7 +293,7 @@ impl SqliteStore {
     pub(super) async fn time_out(
         &self,
         query: &TimeoutQuery,
-        source: DeadlineSource,
+        cursor: &TimeoutCursor,
         channels: &[String],
         lease: f64,
         limit: i64,
@@ -310,7 +304,7 @@ impl SqliteStore {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(Error::query("starting a timeout"))?;
-        let rows = sqlx::query(AssertSqlSafe(TIME_OUTS[source as usize].as_str()))
+        let rows = sqlx::query(AssertSqlSafe(TIME_OUTS[cursor.source].as_str()))
             .bind(json(&query.workflow_types))
             .bind(query.timeout_after)
             .bind(limit)

@@ -696,19 +696,18 @@ fn timeout_query() -> TimeoutQuery {
 /// Times out everything expired, in chunks of `limit`, from both deadline sources.
 async fn time_out_all(store: &Store, channels: &[String], limit: i64) -> TimedOut {
     let mut all = TimedOut::default();
-    for source in [DeadlineSource::Row, DeadlineSource::Policy] {
-        loop {
-            let chunk = store
-                .time_out(&timeout_query(), source, channels, 900.0, limit)
-                .await
-                .unwrap();
-            assert!(chunk.workflows.len() as i64 <= limit);
-            if chunk.workflows.is_empty() {
-                break;
-            }
-            all.workflows.extend(chunk.workflows);
-            all.alerts.extend(chunk.alerts);
+    let mut cursor = TimeoutCursor::default();
+    loop {
+        let chunk = store
+            .time_out(&timeout_query(), &mut cursor, channels, 900.0, limit)
+            .await
+            .unwrap();
+        assert!(chunk.workflows.len() as i64 <= limit);
+        if chunk.workflows.is_empty() {
+            break;
         }
+        all.workflows.extend(chunk.workflows);
+        all.alerts.extend(chunk.alerts);
     }
     all
 }

@@ -14,7 +14,7 @@ use serde::Serialize;
 use super::{Error, RunOptions};
 use crate::crd::SignaturePolicySpec;
 use crate::due::Timing;
-use crate::notify::{self, Channel, Message};
+use crate::notify::{self, Channel, Digest, Message};
 use crate::store::{ClaimedDelivery, NoticeKind, Outcome, Store};
 use crate::templates::{Renderer, TemplateContext};
 
@@ -36,11 +36,43 @@ pub struct DeliveryCounts {
     pub skipped: u64,
 }
 
-/// A claimed delivery kept for a digest, with when it was claimed.
-pub(super) struct Held {
-    delivery: ClaimedDelivery,
-    message: Message,
+/// What a run holds for its digest channels until the end of the run: per channel, each
+/// delivery in a few words (a run may time out 100,000 workflows) and the first few messages.
+#[derive(Default)]
+pub(super) struct Digests {
+    by_channel: BTreeMap<String, HeldDigest>,
+}
+
+#[derive(Default)]
+struct HeldDigest {
+    items: Vec<Held>,
+    sample: Vec<Message>,
+}
+
+/// A claimed delivery kept for a digest.
+struct Held {
+    log_id: i64,
+    kind: NoticeKind,
+    attempt: Attempt,
     claimed_at: Instant,
+}
+
+/// Which try of which delivery a send was, for its outcome.
+#[derive(Clone)]
+struct Attempt {
+    workflow: uuid::Uuid,
+    channel: String,
+    attempts: i32,
+}
+
+impl From<&ClaimedDelivery> for Attempt {
+    fn from(delivery: &ClaimedDelivery) -> Self {
+        Self {
+            workflow: delivery.workflow.id,
+            channel: delivery.channel.clone(),
+            attempts: delivery.attempts,
+        }
+    }
 }
 
 /// Renders and sends claimed deliveries for one policy.
@@ -96,7 +128,7 @@ impl<'a> Deliverer<'a> {
         store: &Store,
         kinds: &[NoticeKind],
         workflow_types: &[String],
-        digest: &mut Vec<Held>,
+        digests: &mut Digests,
         counts: &mut DeliveryCounts,
         mut progress: impl FnMut(&DeliveryCounts),
     ) -> Result<u64, Error> {
@@ -117,7 +149,7 @@ impl<'a> Deliverer<'a> {
             counts.recovered += recovered.len() as u64;
             counts.possible_duplicates +=
                 recovered.iter().filter(|d| d.possible_duplicate).count() as u64;
-            self.deliver(store, recovered, digest, counts).await?;
+            self.deliver(store, recovered, digests, counts).await?;
             progress(counts);
         }
     }
@@ -128,7 +160,7 @@ impl<'a> Deliverer<'a> {
         &self,
         store: &Store,
         claimed: Vec<ClaimedDelivery>,
-        digest: &mut Vec<Held>,
+        digests: &mut Digests,
         counts: &mut DeliveryCounts,
     ) -> Result<(), Error> {
         let claimed_at = Instant::now();
@@ -160,6 +192,23 @@ impl<'a> Deliverer<'a> {
                 ));
                 continue;
             };
+            if channel.is_digest() {
+                // A digest lists a few notifications and counts the rest: no template to render.
+                let held = digests
+                    .by_channel
+                    .entry(delivery.channel.clone())
+                    .or_default();
+                if held.sample.len() < notify::slack::DIGEST_ITEMS {
+                    held.sample.push(self.fields(&delivery));
+                }
+                held.items.push(Held {
+                    log_id: delivery.log_id,
+                    kind: delivery.kind,
+                    attempt: Attempt::from(&delivery),
+                    claimed_at,
+                });
+                continue;
+            }
             let message = match self.message(&delivery) {
                 Ok(message) => message,
                 Err(error) => {
@@ -168,15 +217,7 @@ impl<'a> Deliverer<'a> {
                     continue;
                 }
             };
-            if channel.is_digest() {
-                digest.push(Held {
-                    delivery,
-                    message,
-                    claimed_at,
-                });
-            } else {
-                sends.push((delivery, message, channel.clone()));
-            }
+            sends.push((delivery, message, channel.clone()));
         }
 
         let retry = self.options.retry;
@@ -196,7 +237,7 @@ impl<'a> Deliverer<'a> {
             .await;
         for (delivery, result) in results {
             let outcome = match result {
-                Some(result) => self.outcome(&delivery, result, counts),
+                Some(result) => self.outcome(&Attempt::from(&delivery), result, counts),
                 None => lease_ran_out(counts),
             };
             outcomes.push((delivery.log_id, outcome));
@@ -209,29 +250,40 @@ impl<'a> Deliverer<'a> {
     pub(super) async fn send_digests(
         &self,
         store: &Store,
-        digest: Vec<Held>,
+        digests: Digests,
         counts: &mut DeliveryCounts,
     ) -> Result<(), Error> {
         let window = self.options.send_window();
         let mut outcomes = Vec::new();
-        let mut by_channel: BTreeMap<String, Vec<Held>> = BTreeMap::new();
-        for item in digest {
-            if item.claimed_at.elapsed() > window {
-                outcomes.push((item.delivery.log_id, lease_ran_out(counts)));
-            } else {
-                by_channel
-                    .entry(item.delivery.channel.clone())
-                    .or_default()
-                    .push(item);
+        for (name, held) in digests.by_channel {
+            let (items, late): (Vec<Held>, Vec<Held>) = held
+                .items
+                .into_iter()
+                .partition(|item| item.claimed_at.elapsed() <= window);
+            for item in late {
+                outcomes.push((item.log_id, lease_ran_out(counts)));
             }
-        }
-        for (name, items) in by_channel {
-            let channel = &self.channels[&name];
-            let messages: Vec<Message> = items.iter().map(|i| i.message.clone()).collect();
-            let result = self.options.retry.send(channel.as_ref(), &messages).await;
+            let mut digest = Digest::default();
             for item in &items {
-                let outcome = self.outcome(&item.delivery, result.clone(), counts);
-                outcomes.push((item.delivery.log_id, outcome));
+                digest.add(item.kind, None);
+            }
+            digest.sample = held
+                .sample
+                .into_iter()
+                .filter(|m| items.iter().any(|i| i.log_id == m.log_id))
+                .collect();
+            if items.is_empty() {
+                continue;
+            }
+            let channel = &self.channels[&name];
+            let result = self
+                .options
+                .retry
+                .send_digest(channel.as_ref(), &digest)
+                .await;
+            for item in &items {
+                let outcome = self.outcome(&item.attempt, result.clone(), counts);
+                outcomes.push((item.log_id, outcome));
             }
         }
         store.complete(&outcomes).await?;
@@ -240,7 +292,7 @@ impl<'a> Deliverer<'a> {
 
     fn outcome(
         &self,
-        delivery: &ClaimedDelivery,
+        delivery: &Attempt,
         result: Result<notify::Receipt, notify::Error>,
         counts: &mut DeliveryCounts,
     ) -> Outcome {
@@ -253,7 +305,7 @@ impl<'a> Deliverer<'a> {
             }
             Err(err) if err.is_transient() && delivery.attempts < self.options.max_attempts => {
                 counts.retrying += 1;
-                tracing::warn!(workflow = %delivery.workflow.id, channel = %delivery.channel, reason = err.reason(), error = %err, "delivery failed, a later run retries it");
+                tracing::warn!(workflow = %delivery.workflow, channel = %delivery.channel, reason = err.reason(), error = %err, "delivery failed, a later run retries it");
                 Outcome::Retry {
                     error: format!("{}: {err}", err.reason()),
                     after: err
@@ -264,7 +316,7 @@ impl<'a> Deliverer<'a> {
             }
             Err(err) => {
                 counts.failed += 1;
-                tracing::warn!(workflow = %delivery.workflow.id, channel = %delivery.channel, reason = err.reason(), error = %err, "delivery failed");
+                tracing::warn!(workflow = %delivery.workflow, channel = %delivery.channel, reason = err.reason(), error = %err, "delivery failed");
                 Outcome::Failed {
                     error: format!("{}: {err}", err.reason()),
                 }
@@ -272,7 +324,35 @@ impl<'a> Deliverer<'a> {
         }
     }
 
+    /// The message for `delivery`, its subject and bodies rendered from the policy's templates.
     fn message(&self, delivery: &ClaimedDelivery) -> Result<Message, String> {
+        let mut message = self.fields(delivery);
+        message.content = self
+            .renderer
+            .render(delivery.kind, &self.context(delivery))?;
+        Ok(message)
+    }
+
+    /// The message for `delivery` without its rendered content (what a digest lists).
+    fn fields(&self, delivery: &ClaimedDelivery) -> Message {
+        let workflow = &delivery.workflow;
+        Message {
+            log_id: delivery.log_id,
+            kind: delivery.kind,
+            sequence: delivery.sequence,
+            workflow_id: workflow.id,
+            workflow_type: workflow.workflow_type.clone(),
+            signer_email: workflow.signer_email.clone(),
+            signer_name: workflow.signer_name.clone(),
+            document_title: workflow.document_title.clone(),
+            signing_url: workflow.signing_url.clone(),
+            deadline: self.timing.deadline(workflow),
+            idempotency_key: delivery.idempotency_key.clone(),
+            content: Default::default(),
+        }
+    }
+
+    fn context(&self, delivery: &ClaimedDelivery) -> TemplateContext {
         let workflow = &delivery.workflow;
         let zone = self.timing.zone_for(workflow);
         let local = |t: DateTime<Utc>| {
@@ -281,7 +361,7 @@ impl<'a> Deliverer<'a> {
                 .to_string()
         };
         let deadline = self.timing.deadline(workflow);
-        let context = TemplateContext {
+        TemplateContext {
             workflow_id: workflow.id.to_string(),
             workflow_type: workflow.workflow_type.clone(),
             signer_name: workflow.signer_name.clone(),
@@ -293,21 +373,7 @@ impl<'a> Deliverer<'a> {
             reminder_number: delivery.sequence,
             max_reminders: self.spec.reminders.as_ref().map_or(0, |r| r.max_reminders),
             kind: delivery.kind.as_str(),
-        };
-        Ok(Message {
-            log_id: delivery.log_id,
-            kind: delivery.kind,
-            sequence: delivery.sequence,
-            workflow_id: workflow.id,
-            workflow_type: workflow.workflow_type.clone(),
-            signer_email: workflow.signer_email.clone(),
-            signer_name: workflow.signer_name.clone(),
-            document_title: workflow.document_title.clone(),
-            signing_url: workflow.signing_url.clone(),
-            deadline,
-            idempotency_key: delivery.idempotency_key.clone(),
-            content: self.renderer.render(delivery.kind, &context)?,
-        })
+        }
     }
 }
 

@@ -25,7 +25,7 @@ use crate::crd::SignaturePolicySpec;
 use crate::due::Readiness;
 use crate::notify::{self, Channel, RetryPolicy};
 use crate::store::{self, DueCursor, DueQuery, NoticeKind, REMINDER_WORKER_KINDS, Store};
-use deliver::Deliverer;
+use deliver::{Deliverer, Digests};
 
 /// Why a run could not complete.
 #[derive(Debug, thiserror::Error)]
@@ -193,7 +193,7 @@ impl<'a> Run<'a> {
             return Ok(summary);
         };
         let options = self.deliverer.options();
-        let mut digest = Vec::new();
+        let mut digests = Digests::default();
         let mut progress = Progress::new(options.progress_every);
         let lease = options.lease.as_secs_f64();
 
@@ -203,7 +203,7 @@ impl<'a> Run<'a> {
                 store,
                 &REMINDER_WORKER_KINDS,
                 &query.workflow_types,
-                &mut digest,
+                &mut digests,
                 &mut summary.deliveries,
                 |counts| progress.log(counts, &[]),
             )
@@ -238,7 +238,7 @@ impl<'a> Run<'a> {
                 let claimed = store.claim(kind, &ids, route, query, lease).await?;
                 summary.due += claimed.len() as u64;
                 self.deliverer
-                    .deliver(store, claimed, &mut digest, &mut summary.deliveries)
+                    .deliver(store, claimed, &mut digests, &mut summary.deliveries)
                     .await?;
             }
             progress.log(
@@ -248,7 +248,7 @@ impl<'a> Run<'a> {
         }
 
         self.deliverer
-            .send_digests(store, digest, &mut summary.deliveries)
+            .send_digests(store, digests, &mut summary.deliveries)
             .await?;
         summary.duration_ms = started.elapsed().as_millis() as u64;
         Ok(summary)

@@ -10,11 +10,11 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::deliver::{Deliverer, DeliveryCounts};
+use super::deliver::{Deliverer, DeliveryCounts, Digests};
 use super::{Error, Progress, RunOptions};
 use crate::crd::SignaturePolicySpec;
 use crate::notify::Channel;
-use crate::store::{DeadlineSource, NoticeKind, Store, TimeoutQuery};
+use crate::store::{NoticeKind, Store, TimeoutCursor, TimeoutQuery};
 
 /// The result of a timeouts run: the JSON summary line on stdout, and the policy's
 /// `status.timeouts`. `sent` counts alerts delivered (one workflow and channel).
@@ -77,7 +77,7 @@ impl<'a> Timeouts<'a> {
             return Ok(summary);
         };
         let options = self.deliverer.options();
-        let mut digest = Vec::new();
+        let mut digests = Digests::default();
         let mut progress = Progress::new(options.progress_every);
 
         self.deliverer
@@ -85,39 +85,38 @@ impl<'a> Timeouts<'a> {
                 store,
                 &[NoticeKind::TimeoutAlert],
                 &query.workflow_types,
-                &mut digest,
+                &mut digests,
                 &mut summary.alerts,
                 |counts| progress.log(counts, &[]),
             )
             .await?;
 
-        for source in [DeadlineSource::Row, DeadlineSource::Policy] {
-            loop {
-                let chunk = store
-                    .time_out(
-                        query,
-                        source,
-                        &self.channels,
-                        options.lease.as_secs_f64(),
-                        options.batch_size,
-                    )
-                    .await?;
-                if chunk.workflows.is_empty() {
-                    break;
-                }
-                summary.timed_out += chunk.workflows.len() as u64;
-                for workflow in &chunk.workflows {
-                    tracing::debug!(workflow = %workflow.id, workflow_type = %workflow.workflow_type, "timed out");
-                }
-                self.deliverer
-                    .deliver(store, chunk.alerts, &mut digest, &mut summary.alerts)
-                    .await?;
-                progress.log(&summary.alerts, &[("timedOut", summary.timed_out)]);
+        let mut cursor = TimeoutCursor::default();
+        loop {
+            let chunk = store
+                .time_out(
+                    query,
+                    &mut cursor,
+                    &self.channels,
+                    options.lease.as_secs_f64(),
+                    options.batch_size,
+                )
+                .await?;
+            if chunk.workflows.is_empty() {
+                break;
             }
+            summary.timed_out += chunk.workflows.len() as u64;
+            for workflow in &chunk.workflows {
+                tracing::debug!(workflow = %workflow.id, workflow_type = %workflow.workflow_type, "timed out");
+            }
+            self.deliverer
+                .deliver(store, chunk.alerts, &mut digests, &mut summary.alerts)
+                .await?;
+            progress.log(&summary.alerts, &[("timedOut", summary.timed_out)]);
         }
 
         self.deliverer
-            .send_digests(store, digest, &mut summary.alerts)
+            .send_digests(store, digests, &mut summary.alerts)
             .await?;
         summary.duration_ms = started.elapsed().as_millis() as u64;
         Ok(summary)
