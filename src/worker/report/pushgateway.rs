@@ -137,7 +137,8 @@ pub async fn push_metrics(
         .body(encode_metrics(run))
         .send()
         .await
-        .map_err(|e| ReportError::PushUnreachable(e.to_string()))?;
+        // Without the URL: a Pushgateway URL may carry basic-auth credentials.
+        .map_err(|e| ReportError::PushUnreachable(crate::notify::describe_reqwest(e)))?;
     let status = response.status();
     if status.is_success() {
         return Ok(());
