@@ -510,6 +510,16 @@ async fn plan_demo_render_and_help_never_show_a_secret() {
     let (stdout, _) = checked("demo", &out);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert!(stdout.contains(":***@"), "demo: {stdout}");
+    // libpq's other way of giving the password: a query parameter.
+    let Some(demo_db) = TestDatabase::postgres().await else {
+        return;
+    };
+    let mut url = reqwest::Url::parse(&demo_db.url).unwrap();
+    url.query_pairs_mut().append_pair("password", DB_PASSWORD);
+    let out = signet(&["demo", "--database-url", url.as_str()], &env).await;
+    let (stdout, _) = checked("demo, password in the query", &out);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(stdout.contains("password=***"), "demo: {stdout}");
 
     // render: a whole policy in a file, every secret variable set in its environment.
     let dir = tempdir();
