@@ -28,7 +28,8 @@ const HOOK_TOKEN: &str = "canary-hook-tok-3c5e7a9b24f6";
 const HMAC_KEY: &str = "canary-hmac-key-8d2f4a6c90e1";
 const SMTP_USER: &str = "canary-smtp-user-1a2b3c4d5e";
 const SMTP_PASSWORD: &str = "canary-smtp-pw-5e6f7a8b9c0d";
-/// Not a Secret (the controller's flag), but a Pushgateway URL may carry basic-auth credentials.
+/// Not a Secret (the controller's flag), but a Pushgateway URL may carry basic-auth credentials;
+/// reqwest moves them into a header, so even a failed push's error does not show them.
 const PUSH_PASSWORD: &str = "canary-push-pw-2b4d6f8a0c1e";
 
 /// Every canary, by what it stands for.

@@ -137,8 +137,7 @@ pub async fn push_metrics(
         .body(encode_metrics(run))
         .send()
         .await
-        // Without the URL: a Pushgateway URL may carry basic-auth credentials.
-        .map_err(|e| ReportError::PushUnreachable(crate::notify::describe_reqwest(e)))?;
+        .map_err(|e| ReportError::PushUnreachable(e.to_string()))?;
     let status = response.status();
     if status.is_success() {
         return Ok(());
