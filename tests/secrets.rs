@@ -610,14 +610,12 @@ async fn channel_errors_never_show_the_url_or_a_key() {
     ] {
         let spec = common::policy(&format!(
             "  database: {{urlSecretRef: {{name: db, key: url}}}}\n{}",
-            r#"  reminders: {channels: [hook, ops, mail]}
+            r#"  reminders: {channels: [hook, ops]}
   channels:
     - name: hook
       webhook: {urlSecretRef: {name: hook, key: url}, signingSecretRef: {name: hook, key: hmac}}
     - name: ops
       slack: {webhookUrlSecretRef: {name: slack, key: url}}
-    - name: mail
-      sendgrid: {apiKeySecretRef: {name: sendgrid, key: api-key}, from: "a@example.com", endpoint: "http://127.0.0.1:9/v3/mail/send"}
 "#
         ));
         let secrets: HashMap<String, String> = secret_env("", &slack_url(base), &hook_url(base))
