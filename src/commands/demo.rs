@@ -281,16 +281,14 @@ fn report_lines(
     Ok(())
 }
 
+/// The buffer the `log` channels write into, and the channels by name.
+type LogChannels = (
+    Arc<Mutex<Vec<u8>>>,
+    BTreeMap<String, Arc<dyn notify::Channel>>,
+);
+
 /// The policy's `log` channels, writing into a buffer the report reads.
-fn log_channels(
-    spec: &SignaturePolicySpec,
-) -> Result<
-    (
-        Arc<Mutex<Vec<u8>>>,
-        BTreeMap<String, Arc<dyn notify::Channel>>,
-    ),
-    Error,
-> {
+fn log_channels(spec: &SignaturePolicySpec) -> Result<LogChannels, Error> {
     let buffer = Arc::new(Mutex::new(Vec::new()));
     let writer: SharedWriter = Arc::new(Mutex::new(Box::new(BufferWriter(buffer.clone()))));
     let names: Vec<&str> = spec.channels.iter().map(|c| c.name.as_str()).collect();
@@ -505,20 +503,58 @@ async fn cast(store: &Store, now: DateTime<Utc>) -> Result<BTreeMap<Uuid, Cast>,
     Ok(cast)
 }
 
-/// The URL without its password, for the report.
+/// The URL without its password, for the report: the user-info password and a `password`
+/// query parameter (libpq's and sqlx's other way of giving it) are masked; a URL that does not
+/// parse is not shown at all.
 fn redact(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
-            parsed.to_string()
-        }
-        _ => url.to_owned(),
+    let Ok(mut parsed) = reqwest::Url::parse(url) else {
+        return "the database".to_owned();
+    };
+    let in_user_info = parsed.password().is_some();
+    let in_query = parsed
+        .query_pairs()
+        .any(|(k, _)| k.eq_ignore_ascii_case("password"));
+    if !in_user_info && !in_query {
+        return url.to_owned();
     }
+    if in_user_info {
+        let _ = parsed.set_password(Some("***"));
+    }
+    if in_query {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if k.eq_ignore_ascii_case("password") {
+                    "***".to_owned()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    // Keep `***` readable rather than percent-encoded.
+    parsed.to_string().replace("%2A%2A%2A", "***")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redact_masks_every_password() {
+        assert_eq!(
+            redact("postgres://u:secret@db:5432/app?sslmode=require"),
+            "postgres://u:***@db:5432/app?sslmode=require"
+        );
+        assert_eq!(
+            redact("postgres://u@db/app?password=secret&sslmode=require"),
+            "postgres://u@db/app?password=***&sslmode=require"
+        );
+        assert_eq!(redact("sqlite:///tmp/demo.db"), "sqlite:///tmp/demo.db");
+        assert_eq!(redact("postgres://u:secret@db:99999/app"), "the database");
+    }
 
     #[test]
     fn there_are_always_zones_inside_and_outside_the_window() {

@@ -117,16 +117,35 @@ impl Error {
         }
     }
 
-    /// Classifies a reqwest failure without a response.
-    pub fn from_reqwest(err: &reqwest::Error) -> Self {
+    /// Classifies a reqwest failure without a response. The message leaves out the request's
+    /// URL, which for Slack and webhooks is the secret itself.
+    pub fn from_reqwest(err: reqwest::Error) -> Self {
         if err.is_timeout() {
             Error::Timeout
         } else if err.is_builder() {
-            Error::Config(format!("invalid request: {err}"))
+            Error::Config(format!("invalid request: {}", describe_reqwest(err)))
         } else {
-            Error::Network(err.to_string())
+            Error::Network(describe_reqwest(err))
         }
     }
+}
+
+/// A reqwest error and its causes as one line, without the request's URL: reqwest puts the
+/// whole URL (path, query, credentials) into its message, and a Slack or webhook URL, or a URL
+/// with a password, is a secret.
+pub fn describe_reqwest(err: reqwest::Error) -> String {
+    let err = err.without_url();
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// One delivery, rendered: what a channel sends.
@@ -334,7 +353,7 @@ pub fn retry_after_header(response: &reqwest::Response) -> Option<Duration> {
 
 /// Sends `request`; a 2xx response is returned, anything else classified as an [`Error`].
 pub async fn send_http(request: reqwest::RequestBuilder) -> Result<reqwest::Response, Error> {
-    let response = request.send().await.map_err(|e| Error::from_reqwest(&e))?;
+    let response = request.send().await.map_err(Error::from_reqwest)?;
     let status = response.status();
     if status.is_success() {
         return Ok(response);
