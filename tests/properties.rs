@@ -373,6 +373,47 @@ proptest! {
     }
 }
 
+/// What a template sees, with markup and quotes in the values.
+fn context() -> templates::TemplateContext {
+    templates::TemplateContext {
+        workflow_id: "7f1c".into(),
+        workflow_type: "enrollment-agreement".into(),
+        signer_name: Some("Ada <b>\"&'".into()),
+        signer_email: "ada@example.com".into(),
+        document_title: None,
+        signing_url: Some("https://sign.example.com/x?a=1&b=2".into()),
+        requested_at: "2026-03-27 09:00 CET".into(),
+        deadline: None,
+        reminder_number: 2,
+        max_reminders: 3,
+        kind: "reminder",
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn templates_that_pass_the_check_build_a_renderer_and_render_without_panicking(
+        source in template_like(),
+    ) {
+        prop_assume!(templates::check(&source).is_ok());
+        let mut spec = full_spec();
+        let template = spec.reminders.as_mut().and_then(|r| r.template.as_mut()).expect("the example has one");
+        template.subject = Some(source.clone());
+        template.text = Some(source.clone());
+        template.html = Some(source);
+        let renderer = templates::Renderer::new(&spec).map_err(TestCaseError::fail)?;
+        // Rendering may fail (a filter on the wrong type), but with a message, and in bounded time.
+        let rendered = within(StdDuration::from_secs(20), move || {
+            renderer.render(signet::store::NoticeKind::Reminder, &context())
+        });
+        if let Err(message) = rendered {
+            prop_assert!(message.starts_with("template reminder."), "{}", message);
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The policy deserializer and admission
 
@@ -445,6 +486,15 @@ static SPEC_POINTERS: LazyLock<Vec<String>> = LazyLock::new(|| {
     out
 });
 
+/// The pointers of [`SPEC_POINTERS`] that hold a string, number or boolean.
+static SPEC_LEAVES: LazyLock<Vec<String>> = LazyLock::new(|| {
+    let leaves = SPEC_POINTERS.iter().filter(|p| {
+        let value = FULL.pointer(p).expect("pointer from the example");
+        !value.is_object() && !value.is_array()
+    });
+    leaves.cloned().collect()
+});
+
 /// The note admission adds, without a field, when type errors kept CEL rules from running.
 const CEL_SKIPPED: &str = "CEL validation rules were not checked because of the type errors above; correct them to complete validation";
 
@@ -470,6 +520,67 @@ fn assert_refusals_name_spec_fields(
     Ok(verdict.errors)
 }
 
+/// A value of the same JSON type as the example's, so the mutation gets past the schema's type
+/// checks to the patterns, CEL rules, decoding and semantic validation.
+fn same_type(original: &Value) -> BoxedStrategy<Value> {
+    match original {
+        Value::String(_) => prop_oneof![
+            any::<String>(),
+            duration_grammar(),
+            valid_schedule(),
+            cron_like(),
+            template_like(),
+            "[a-z<>@. -]{0,16}",
+            "[0-9:]{0,6}",
+            prop::sample::select(vec![
+                "",
+                "0s",
+                "signer-email",
+                "ops-slack",
+                "Mars/Olympus",
+                "Mon",
+                "none",
+                "tls"
+            ])
+            .prop_map(str::to_owned),
+        ]
+        .prop_map(Value::String)
+        .boxed(),
+        Value::Number(_) => prop_oneof![
+            any::<i64>().prop_map(Value::from),
+            (-2i64..100_000).prop_map(Value::from),
+            any::<f64>().prop_map(Value::from)
+        ]
+        .boxed(),
+        Value::Bool(_) => any::<bool>().prop_map(Value::Bool).boxed(),
+        _ => json_value().boxed(),
+    }
+}
+
+/// A field path as admission writes it (`spec.channels[1].name`, `spec.x.podLabels[team]`) or
+/// a JSON pointer (`/spec/channels/1/name`), reduced to one form for comparison.
+fn normalized(path: &str) -> String {
+    if let Some(pointer) = path.strip_prefix('/') {
+        let segments = pointer
+            .split('/')
+            .map(|s| s.replace("~1", "/").replace("~0", "~"));
+        segments.collect::<Vec<_>>().join(".")
+    } else {
+        path.replace('[', ".").replace(']', "")
+    }
+}
+
+fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(96))]
 
@@ -487,7 +598,32 @@ proptest! {
     ) {
         let pointer = index.get(&SPEC_POINTERS);
         let mut object = FULL.clone();
-        *object.pointer_mut(pointer).expect("pointer from the example") = replacement;
+        let original = object.pointer(pointer).expect("pointer from the example").clone();
+        *object.pointer_mut(pointer).expect("pointer from the example") = replacement.clone();
+        let errors = assert_refusals_name_spec_fields(object)?;
+        // A value of another type is refused at its own path. Nulls are pruned like absent
+        // fields, and numbers may stand for strings in int-or-string fields such as quantities.
+        let retyped = json_type(&original) != json_type(&replacement)
+            && !matches!(replacement, Value::Null | Value::Number(_));
+        if retyped {
+            let at = normalized(pointer);
+            prop_assert!(
+                errors.iter().any(|e| normalized(&e.path) == at),
+                "{} = {}: no error at {}: {:?}", pointer, replacement, at, errors
+            );
+        }
+    }
+
+    #[test]
+    fn admission_of_an_example_with_one_leaf_changed_names_the_fields_it_refuses(
+        (pointer, replacement) in prop::sample::select(SPEC_LEAVES.clone())
+            .prop_flat_map(|pointer| {
+                let original = FULL.pointer(&pointer).expect("pointer from the example");
+                (Just(pointer), same_type(original))
+            }),
+    ) {
+        let mut object = FULL.clone();
+        *object.pointer_mut(&pointer).expect("pointer from the example") = replacement;
         assert_refusals_name_spec_fields(object)?;
     }
 }
