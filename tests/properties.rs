@@ -275,7 +275,7 @@ proptest! {
     }
 
     #[test]
-    fn clock_times_parse_only_as_hh_mm(text in prop_oneof![any::<String>(), "[0-9:+ -]{0,6}"]) {
+    fn clock_times_parse_only_as_hh_mm(text in prop_oneof![any::<String>(), "[0-9:+ -]{0,6}", "[+0-9]{2}:[+0-9]{2}"]) {
         if let Some(minutes) = validation::parse_clock(&text) {
             prop_assert!(minutes < 24 * 60);
             prop_assert_eq!(text, format!("{:02}:{:02}", minutes / 60, minutes % 60));
