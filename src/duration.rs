@@ -19,6 +19,8 @@ const UNITS: [(char, u64); 5] = [
 
 /// Digits allowed per unit; keeps every value far from overflow in seconds and in CEL's int64.
 const MAX_DIGITS: usize = 6;
+/// The largest number of one unit, [`MAX_DIGITS`] nines.
+const MAX_COUNT: u64 = 999_999;
 
 /// Schema pattern for durations; must accept exactly what [`Duration::from_str`] accepts
 /// (apart from zero, which a CEL rule refuses).
@@ -118,13 +120,22 @@ impl FromStr for Duration {
 }
 
 impl fmt::Display for Duration {
-    /// Canonical form: largest units first, zero units left out (`36h` prints as `1d12h`).
+    /// Canonical form: largest units first, zero units left out (`36h` prints as `1d12h`). A unit
+    /// takes at most [`MAX_DIGITS`] digits and leaves the rest to smaller units, so every value
+    /// the parser gives prints in a form it reads back: `999999w999999d` is 1,142,856 weeks, which
+    /// prints as `999999w999999d`, not as an unparseable `1142856w`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut rest = self.0;
         for (unit, secs) in UNITS {
-            if rest >= secs {
-                write!(f, "{}{unit}", rest / secs)?;
-                rest %= secs;
+            // Seconds take whatever is left, so no value is lost even beyond the parser's range.
+            let count = if secs == 1 {
+                rest
+            } else {
+                (rest / secs).min(MAX_COUNT)
+            };
+            if count > 0 {
+                write!(f, "{count}{unit}")?;
+                rest -= count * secs;
             }
         }
         Ok(())
@@ -220,6 +231,22 @@ mod tests {
         for n in [1, 59, 61, 3_599, 3_601, 86_399, 604_801, 999_999_999] {
             let d = Duration::from_secs(n).unwrap();
             assert_eq!(d.to_string().parse::<Duration>().unwrap(), d, "{n}");
+        }
+        // Past 999,999 weeks the canonical form would need seven digits, which the parser (and
+        // the schema pattern) refuse: the controller printed such a duration into SIGNET_POLICY
+        // and the worker could not read it back.
+        for (input, printed) in [
+            ("999999w999999d", "999999w999999d"),
+            ("999999w7d", "999999w7d"),
+            (
+                "999999w999999d999999h999999m999999s",
+                "999999w999999d999999h999999m999999s",
+            ),
+            ("1w999999d", "142858w"),
+        ] {
+            let d: Duration = input.parse().unwrap();
+            assert_eq!(d.to_string(), printed, "{input}");
+            assert_eq!(printed.parse::<Duration>().unwrap(), d, "{printed}");
         }
     }
 

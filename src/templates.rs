@@ -25,6 +25,7 @@ pub const VARIABLES: &[&str] = &[
 
 /// Checks that `source` parses and uses only [`VARIABLES`]; the error says where and why.
 pub fn check(source: &str) -> Result<(), String> {
+    check_tag_lengths(source)?;
     let mut env = Environment::new();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
     env.add_template("policy", source).map_err(describe)?;
@@ -165,6 +166,9 @@ impl Renderer {
             let overrides = [template.subject, template.text, template.html];
             for ((part, default), own) in PARTS.iter().zip(defaults).zip(overrides) {
                 let name = format!("{}.{part}", kind.as_str());
+                if let Some(source) = &own {
+                    check_tag_lengths(source).map_err(|e| format!("template {name}: {e}"))?;
+                }
                 let source = own.unwrap_or_else(|| default.to_owned());
                 env.add_template_owned(name.clone(), source)
                     .map_err(|e| format!("template {name}: {}", describe(e)))?;
@@ -188,6 +192,76 @@ impl Renderer {
             html: part("html")?,
         })
     }
+}
+
+/// Most characters one tag may hold outside string literals and whitespace. minijinja recurses
+/// once per operator (`not not x`, `-x`, `a + b + c`, `x.a.b`, `x|f|g`) and guards only brackets
+/// and blocks, so a long enough tag overflows the stack, aborting the process: about 1,000
+/// levels on a 2 MiB thread in a debug build. Real tags are a few dozen characters.
+const MAX_TAG_LENGTH: usize = 256;
+
+/// Refuses a `{{ }}` or `{% %}` tag longer than [`MAX_TAG_LENGTH`] before minijinja parses it.
+/// Comments and `{% raw %}` blocks are skipped as minijinja skips them; an unclosed tag runs to
+/// the end of the source, as minijinja reads it.
+fn check_tag_lengths(source: &str) -> Result<(), String> {
+    let mut at = 0;
+    while let Some(offset) = source[at..].find('{') {
+        let open = at + offset;
+        let body_start = open + 2;
+        let close = match source.as_bytes().get(open + 1) {
+            Some(b'{') => "}}",
+            Some(b'%') => "%}",
+            Some(b'#') => {
+                at = source[body_start..]
+                    .find("#}")
+                    .map_or(source.len(), |end| body_start + end + 2);
+                continue;
+            }
+            _ => {
+                at = open + 1;
+                continue;
+            }
+        };
+        let body = &source[body_start..];
+        let (length, end) = tag_extent(body, close);
+        if length > MAX_TAG_LENGTH {
+            let line = source[..open].matches('\n').count() + 1;
+            return Err(format!(
+                "template syntax error on line {line}: a tag may hold at most {MAX_TAG_LENGTH} \
+                 characters besides string literals and spaces; split the expression with {{% set %}}"
+            ));
+        }
+        at = body_start + end;
+        let keyword = body[..end].trim_matches(|c: char| c.is_whitespace() || "-+%}".contains(c));
+        if close == "%}" && keyword == "raw" {
+            at = source[at..]
+                .find("endraw")
+                .map_or(source.len(), |end| at + end);
+        }
+    }
+    Ok(())
+}
+
+/// The tag's length (characters outside string literals and whitespace) and where it ends in
+/// `body` (after `close`, or the end of `body` when it is never closed).
+fn tag_extent(body: &str, close: &str) -> (usize, usize) {
+    let mut length = 0;
+    let mut quote = None;
+    let mut chars = body.char_indices();
+    while let Some((index, c)) = chars.next() {
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) if c == '\\' => {
+                chars.next();
+            }
+            Some(_) => {}
+            None if body[index..].starts_with(close) => return (length, index + close.len()),
+            None if c == '\'' || c == '"' => quote = Some(c),
+            None if c.is_whitespace() => {}
+            None => length += 1,
+        }
+    }
+    (length, body.len())
 }
 
 fn describe(err: minijinja::Error) -> String {
@@ -219,6 +293,30 @@ mod tests {
         assert!(err.starts_with("template syntax error on line 2"), "{err}");
         let err = check("{% if signer_name %}unclosed").unwrap_err();
         assert!(err.contains("template syntax error"), "{err}");
+    }
+
+    #[test]
+    fn refuses_tags_deep_enough_to_overflow_the_parser_stack() {
+        // Each of these aborted the process with a stack overflow at a few thousand levels.
+        for deep in ["not ", "-", "x + ", "x|upper", "x.a", "x[0]"] {
+            let source = format!("ok\n{{{{ {} signer_name }}}}", deep.repeat(5_000));
+            let err = check(&source).unwrap_err();
+            assert!(
+                err.starts_with("template syntax error on line 2: a tag may hold at most 256"),
+                "{err}"
+            );
+            // Unclosed tags too: minijinja parses them before it finds the missing end.
+            assert!(check(&format!("{{% set x = {}", deep.repeat(5_000))).is_err());
+        }
+        // String literals, comments and raw blocks are not expressions.
+        let long = "a".repeat(1_000);
+        check(&format!("{{{{ '{long}' ~ \"{long}\" }}}} {{# {long} #}}")).unwrap();
+        check(&format!(
+            "{{% raw %}}{{{{ {} }}}}{{% endraw %}}",
+            "-".repeat(1_000)
+        ))
+        .unwrap();
+        check(&format!("{{{{ {} signer_name }}}}", "not ".repeat(80))).unwrap();
     }
 
     #[test]

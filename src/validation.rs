@@ -154,7 +154,9 @@ fn check_send_window(
 /// Minutes after midnight of an `HH:MM` time.
 pub fn parse_clock(value: &str) -> Option<u32> {
     let (hours, minutes) = value.split_once(':')?;
-    if hours.len() != 2 || minutes.len() != 2 {
+    // Two ASCII digits each: u32's parser alone would also take "+1" (the schema pattern does not).
+    let two_digits = |part: &str| part.len() == 2 && part.bytes().all(|b| b.is_ascii_digit());
+    if !two_digits(hours) || !two_digits(minutes) {
         return None;
     }
     let (hours, minutes): (u32, u32) = (hours.parse().ok()?, minutes.parse().ok()?);
@@ -482,6 +484,10 @@ spec:
         assert_eq!(parse_clock("24:00"), None);
         assert_eq!(parse_clock("8:00"), None);
         assert_eq!(parse_clock("08:60"), None);
+        // u32's parser takes a leading '+'; a time of day does not.
+        assert_eq!(parse_clock("+8:00"), None);
+        assert_eq!(parse_clock("08:+5"), None);
+        assert_eq!(parse_clock("+0:+0"), None);
     }
 
     #[test]
