@@ -87,6 +87,11 @@ struct State {
     lost_answers: u64,
     changes: Vec<Change>,
     unexpected: Vec<String>,
+    /// The last fault injected: code and `Retry-After`.
+    last_fault: Option<(u16, Option<u64>)>,
+    /// One-shot faults for targeted tests: the next request with this method whose path ends so
+    /// is refused with this code, before it takes effect.
+    scripted: Vec<(Method, String, u16)>,
 }
 
 #[derive(Clone, Default)]
@@ -265,6 +270,14 @@ impl FakeApi {
         };
         let status_write =
             route.resource == "signaturepolicies" && route.subresource.as_deref() == Some("status");
+        if let Some(i) = state
+            .scripted
+            .iter()
+            .position(|(m, suffix, _)| *m == method && path.ends_with(suffix.as_str()))
+        {
+            let (_, _, code) = state.scripted.remove(i);
+            return failure(code, "Scripted", None);
+        }
 
         // Faults: rate-limited and conflicting requests are refused before anything happens; half
         // of the failed writes happen all the same and only the answer is lost.
@@ -283,6 +296,7 @@ impl FakeApi {
             let write = method != Method::GET;
             let lose = write && code >= 500 && rng.random_bool(0.5);
             *state.injected.entry(code).or_default() += 1;
+            state.last_fault = Some((code, retry_after));
             if let Some(policy) = &current {
                 state.counted.entry(policy.clone()).or_default().injected += 1;
             }
@@ -469,7 +483,9 @@ struct PolicyRun {
     triggers: u64,
     /// Reconciles after the faults stopped.
     after_faults: u64,
-    converged_at: Option<Duration>,
+    /// Consecutive failures now, and the most seen.
+    streak: u64,
+    longest_streak: u64,
 }
 
 struct Driver {
@@ -484,6 +500,9 @@ struct Driver {
     runs: HashMap<String, PolicyRun>,
     retries: u64,
     panics: Vec<String>,
+    /// Retries after a 429 carrying `Retry-After`: how many waited as asked, and which did not.
+    retry_after_honoured: u64,
+    retry_after_ignored: Vec<String>,
 }
 
 fn settings() -> WorkerSettings {
@@ -543,6 +562,8 @@ impl Driver {
             runs: HashMap::new(),
             retries: 0,
             panics: Vec::new(),
+            retry_after_honoured: 0,
+            retry_after_ignored: Vec::new(),
         };
         if synced {
             driver.sync_all();
@@ -656,6 +677,7 @@ impl Driver {
                 state.faults = None;
             }
             state.current = Some(key.clone());
+            state.last_fault = None;
         }
         let run = self.runs.entry(key.clone()).or_default();
         run.reconciles += 1;
@@ -666,11 +688,16 @@ impl Driver {
         self.api.state().current = None;
         let next = match result {
             Ok(Ok(action)) => {
-                self.runs.get_mut(&key).unwrap().successes += 1;
+                let run = self.runs.get_mut(&key).unwrap();
+                run.successes += 1;
+                run.streak = 0;
                 requeue_after(&action)
             }
             Ok(Err(error)) => {
-                self.runs.get_mut(&key).unwrap().failures += 1;
+                let run = self.runs.get_mut(&key).unwrap();
+                run.failures += 1;
+                run.streak += 1;
+                run.longest_streak = run.longest_streak.max(run.streak);
                 self.retries += 1;
                 let action = error_policy(policy, &error, self.ctx.clone());
                 let delay = requeue_after(&action);
@@ -678,6 +705,17 @@ impl Driver {
                     delay.is_some(),
                     "a transient error is retried: {error} gave {action:?}"
                 );
+                // The request that failed the reconcile is the last fault injected in it.
+                let asked = self.api.state().last_fault.and_then(|(_, after)| after);
+                if let (Some(asked), Some(delay)) = (asked, delay) {
+                    if delay >= Duration::from_secs(asked) {
+                        self.retry_after_honoured += 1;
+                    } else {
+                        self.retry_after_ignored.push(format!(
+                            "{key}: asked {asked}s, retried after {delay:?} ({error})"
+                        ));
+                    }
+                }
                 delay
             }
             Err(panic) => {
@@ -833,26 +871,50 @@ fn seed() -> u64 {
 
 /// How long the API misbehaves, in virtual time.
 const FAULTY_FOR: Duration = Duration::from_secs(30 * 60);
+/// When every policy's spec is edited during the faults (the last just before they stop, so
+/// policies are mid-retry when the API recovers).
+const EDITS_AT: [Duration; 3] = [
+    Duration::from_secs(600),
+    Duration::from_secs(1_200),
+    Duration::from_secs(1_790),
+];
 
 #[tokio::test(flavor = "current_thread")]
 async fn under_api_faults_the_controller_backs_off_then_converges_and_goes_quiet() {
     let seed = seed();
     println!("seed {seed} (replay the API's faults with SIGNET_FAULT_SEED={seed})");
     println!(
-        "{} policies, faults for {}s of virtual time, then none",
+        "{} policies; faults for {}s of virtual time with every spec edited at {:?}, then none",
         policies().len(),
-        FAULTY_FOR.as_secs()
+        FAULTY_FOR.as_secs(),
+        EDITS_AT.map(|d| d.as_secs())
     );
-    let bound_reconciles = attempts_within(FAULTY_FOR);
     println!(
-        "backoff {}s→{}s ±20%: one streak of failures fits at most {bound_reconciles} attempts in {}s",
+        "backoff {}s→{}s ±20%: one streak of failures fits at most {} attempts in {}s",
         BACKOFF_BASE.as_secs(),
         BACKOFF_CAP.as_secs(),
+        attempts_within(FAULTY_FOR),
         FAULTY_FOR.as_secs()
     );
-    for (i, rate) in [0.1, 0.3, 0.5].into_iter().enumerate() {
+    // 100%: an outage, where the backoff alone decides how often the controller knocks.
+    for (i, rate) in [0.1, 0.3, 0.5, 1.0].into_iter().enumerate() {
         scenario(seed.wrapping_add(i as u64), rate).await;
     }
+}
+
+/// Edit `n` of a policy: a new schedule for its first section, a new generation.
+fn edit(api: &FakeApi, key: &str, n: usize) {
+    let (namespace, name) = key.split_once('/').unwrap();
+    let mut stored = api.get("signaturepolicies", namespace, name).unwrap();
+    let section = if stored["spec"]["reminders"].is_object() {
+        "reminders"
+    } else {
+        "timeout"
+    };
+    stored["spec"][section]["schedule"] = json!(format!("{} * * * *", 10 * (n + 1)));
+    let generation = stored["metadata"]["generation"].as_i64().unwrap();
+    stored["metadata"]["generation"] = json!(generation + 1);
+    api.put("signaturepolicies", stored);
 }
 
 async fn scenario(seed: u64, rate: f64) {
@@ -875,44 +937,63 @@ async fn scenario(seed: u64, rate: f64) {
         .map(policy_key)
         .collect();
 
-    // The faulty period.
+    // The faulty period, with edits.
+    for (n, at) in EDITS_AT.into_iter().enumerate() {
+        while driver.step(at, FAULTY_FOR).await {}
+        driver.now = driver.now.max(at);
+        for key in &keys {
+            edit(&api, key, n);
+            driver.trigger(key);
+        }
+    }
     while driver.step(FAULTY_FOR, FAULTY_FOR).await {}
+    driver.now = FAULTY_FOR;
     let during: HashMap<String, Counted> = api.state().counted.clone();
-    let (requests_during, injected, lost, by_code) = {
+    let (requests_during, injected, lost, by_code, by_verb) = {
         let state = api.state();
         (
             state.requests,
             state.injected.values().sum::<u64>(),
             state.lost_answers,
             state.injected.clone(),
+            state.by_verb.clone(),
         )
     };
     let runs_during = driver.runs.clone();
     let retries_during = driver.retries;
+    let longest_streak = runs_during
+        .values()
+        .map(|r| r.longest_streak)
+        .max()
+        .unwrap_or(0);
 
-    // Faults stop: run until every policy has converged, within one capped backoff.
-    let deadline = FAULTY_FOR + BACKOFF_CAP.mul_f64(1.2) + Duration::from_secs(1);
+    // Faults stop: every policy must converge at its next reconcile, at most one capped backoff
+    // (with jitter) away.
     api.state().faults = None;
-    let mut converged_by = Duration::ZERO;
+    let deadline = FAULTY_FOR + BACKOFF_CAP.mul_f64(1.2) + Duration::from_secs(1);
+    let unconverged_at_stop = keys
+        .iter()
+        .filter(|k| not_converged(&api, k).is_some())
+        .count();
+    // Policy → (when it converged, reconciles after the faults it took).
+    let mut converged_at: HashMap<&String, (Duration, u64)> = HashMap::new();
     loop {
         for key in &keys {
-            if not_converged(&api, key).is_none() {
-                let run = driver.runs.entry(key.clone()).or_default();
-                run.converged_at.get_or_insert(driver.now);
+            if !converged_at.contains_key(key) && not_converged(&api, key).is_none() {
+                let rounds = driver.runs.get(key).map_or(0, |r| r.after_faults);
+                converged_at.insert(key, (driver.now, rounds));
             }
         }
-        if keys.iter().all(|k| driver.runs[k].converged_at.is_some()) {
-            converged_by = driver.now;
-            break;
-        }
-        if !driver.step(deadline, FAULTY_FOR).await {
+        if converged_at.len() == keys.len() || !driver.step(deadline, FAULTY_FOR).await {
             break;
         }
     }
+    let converged_by = converged_at.values().map(|c| c.0).max().unwrap_or_default();
     let late: Vec<String> = keys
         .iter()
         .filter_map(|k| not_converged(&api, k).map(|why| format!("{k}: {why}")))
         .collect();
+    let rounds = converged_at.values().map(|c| c.1).max().unwrap_or(0);
 
     // A converged controller resyncing every policy sends nothing.
     let before = api.state().requests;
@@ -923,16 +1004,16 @@ async fn scenario(seed: u64, rate: f64) {
     while driver.step(now, Duration::ZERO).await {}
     let quiet = api.state().requests - before;
 
-    // Figures.
+    // Requests against the backoff bound, per policy.
     let total_reconciles: u64 = runs_during.values().map(|r| r.reconciles).sum();
-    let mut worst = (0.0, String::new(), 0, 0);
+    let mut busiest = (0, String::new(), 0);
     let mut over_bound = Vec::new();
     let mut bound_total = 0;
     for key in &keys {
         let run = runs_during.get(key).copied().unwrap_or_default();
         let counted = during.get(key).copied().unwrap_or_default();
         // Each streak of failures (one to start, one after each success) fits the backoff
-        // schedule; each watch event adds at most one reconcile.
+        // schedule; each watch event (an edit, a write of its own) adds at most one reconcile.
         let reconciles = (1 + run.successes) * attempts_within(FAULTY_FOR) + run.triggers;
         let bound = reconciles * MAX_REQUESTS_PER_RECONCILE;
         bound_total += bound;
@@ -942,37 +1023,39 @@ async fn scenario(seed: u64, rate: f64) {
                 counted.requests, run.reconciles
             ));
         }
-        let share = counted.requests as f64 / bound as f64;
-        if share > worst.0 {
-            worst = (share, key.clone(), counted.requests, bound);
+        if counted.requests > busiest.0 {
+            busiest = (counted.requests, key.clone(), bound);
         }
     }
-    let max_after = keys
-        .iter()
-        .map(|k| driver.runs[k].after_faults)
-        .max()
-        .unwrap_or(0);
-    let flat = keys.len() as u64 * FAULTY_FOR.as_secs();
-    println!("--- fault rate {:.0}% (seed {seed})", rate * 100.0);
+    let label = if rate >= 1.0 {
+        "outage (100%)".to_owned()
+    } else {
+        format!("fault rate {:.0}%", rate * 100.0)
+    };
+    println!("--- {label}, seed {seed}");
     println!(
-        "  faulty period: {requests_during} requests ({:?}), {injected} errors injected {by_code:?} (of which {lost} writes done but answered 5xx), {total_reconciles} reconciles, {retries_during} retries",
-        api.state().by_verb
+        "  faulty {}s: {requests_during} requests {by_verb:?}; {injected} errors injected {by_code:?}, {lost} of them on writes that were done; {total_reconciles} reconciles, {retries_during} failed and retried, longest failure streak {longest_streak}",
+        FAULTY_FOR.as_secs()
     );
     println!(
-        "  requests vs backoff bound: total {requests_during} ≤ {bound_total}; busiest policy {} sent {} ≤ {} ({:.0}% of its bound); a 1 s flat retry would have made {flat} reconciles",
-        worst.1,
-        worst.2,
-        worst.3,
-        worst.0 * 100.0
+        "  requests vs backoff bound: total {requests_during} <= {bound_total}; busiest policy {} sent {} <= {} (retrying every 1 s flat would mean {} reconciles per policy)",
+        busiest.1,
+        busiest.0,
+        busiest.2,
+        FAULTY_FOR.as_secs()
     );
     println!(
-        "  converged: all {} policies at virtual {}s ({}s after faults stopped), at most {max_after} reconcile(s) each after faults; retries in all {}",
+        "  retries after a 429 with Retry-After: {} waited at least as asked, {} sooner",
+        driver.retry_after_honoured,
+        driver.retry_after_ignored.len()
+    );
+    println!(
+        "  faults stop with {unconverged_at_stop} of {} policies unconverged; all converged by virtual {}s ({}s after), at most {rounds} reconcile(s) per policy after the faults",
         keys.len(),
         converged_by.as_secs(),
         converged_by.saturating_sub(FAULTY_FOR).as_secs(),
-        driver.retries
     );
-    println!("  no-op resync of every policy: {quiet} requests");
+    println!("  no-op resync of every policy afterwards: {quiet} requests");
 
     let unexpected = api.state().unexpected.clone();
     assert!(
@@ -985,14 +1068,25 @@ async fn scenario(seed: u64, rate: f64) {
         over_bound.is_empty(),
         "over the backoff bound: {over_bound:#?}"
     );
+    assert!(
+        driver.retry_after_ignored.is_empty(),
+        "retried sooner than Retry-After: {:#?}",
+        driver.retry_after_ignored
+    );
     assert!(late.is_empty(), "not converged by {deadline:?}: {late:#?}");
+    assert!(rounds <= 1, "one clean reconcile converges a policy");
     assert_eq!(quiet, 0, "a converged controller sends nothing");
     // Each manual run request started exactly one Job, retries notwithstanding.
     let asked = policies()
         .iter()
         .filter(|p| p.metadata.annotations.is_some())
         .count();
-    assert_eq!(api.list("jobs").len(), asked, "one Job per run-now request");
+    let jobs: Vec<Value> = api
+        .list("jobs")
+        .iter()
+        .map(|j| j["metadata"]["name"].clone())
+        .collect();
+    assert_eq!(jobs.len(), asked, "one Job per run-now request: {jobs:?}");
 }
 
 /// Objects a controller reconciling generation 1 of `policy` left in the API, and that status.
@@ -1107,6 +1201,88 @@ impl Driver {
             }
         }
     }
+}
+
+/// Regression: `error_policy` retried a 429 after its own backoff (about 1 s at first) even when
+/// the API server had asked for more with `Retry-After`.
+#[tokio::test(flavor = "current_thread")]
+async fn a_429_with_retry_after_is_not_retried_sooner() {
+    let api = FakeApi::default();
+    let mut policy = example("minimal.yaml");
+    policy.metadata.namespace = Some("enrollment".into());
+    api.put("signaturepolicies", serde_json::to_value(&policy).unwrap());
+    let driver = Driver::start(&api, true);
+    let stored: SignaturePolicy = serde_json::from_value(
+        api.get("signaturepolicies", "enrollment", "enrollment-agreements")
+            .unwrap(),
+    )
+    .unwrap();
+    let policy = Arc::new(stored);
+    for (retry_after, floor) in [(30, 30), (3_600, BACKOFF_CAP.as_secs())] {
+        {
+            let mut state = api.state();
+            state.faults = Some(Faults {
+                rate: 1.0,
+                retry_after,
+            });
+            // Seeds until the first request's fault is a 429 with Retry-After.
+            let seed = (0..)
+                .find(|seed| {
+                    let mut rng = StdRng::seed_from_u64(*seed);
+                    rng.random_bool(1.0);
+                    rng.random_range(0..4) == 3
+                })
+                .unwrap();
+            state.rng = Some(StdRng::seed_from_u64(seed));
+        }
+        let error = reconcile(policy.clone(), driver.ctx.clone())
+            .await
+            .expect_err("the API refuses");
+        assert_eq!(error.reason(), "TooManyRequests");
+        let delay = requeue_after(&error_policy(policy.clone(), &error, driver.ctx.clone()));
+        assert!(
+            delay.is_some_and(|d| d >= Duration::from_secs(floor)),
+            "Retry-After {retry_after}s: retried after {delay:?}"
+        );
+    }
+}
+
+/// Regression: a manual run's Job was named after the policy's resourceVersion when the
+/// reconcile ran, so when clearing the annotation failed and anything else wrote the policy
+/// before the retry (a worker's status report, a spec edit), the retry started a second Job.
+#[tokio::test(flavor = "current_thread")]
+async fn a_manual_run_starts_one_job_even_when_the_policy_changes_before_the_retry() {
+    let api = FakeApi::default();
+    let mut policy = example("minimal.yaml");
+    policy.metadata.namespace = Some("enrollment".into());
+    policy.metadata.annotations = Some([(RUN_NOW.to_owned(), "reminders".to_owned())].into());
+    api.put("signaturepolicies", serde_json::to_value(&policy).unwrap());
+    api.state().scripted.push((
+        Method::PATCH,
+        "/signaturepolicies/enrollment-agreements".into(),
+        500,
+    ));
+    let mut driver = Driver::start(&api, true);
+    assert!(driver.step(Duration::ZERO, Duration::ZERO).await);
+    assert_eq!(driver.runs["enrollment/enrollment-agreements"].failures, 1);
+    assert_eq!(api.list("jobs").len(), 1, "the Job started");
+    // A worker reports a run meanwhile.
+    let mut stored = api
+        .get("signaturepolicies", "enrollment", "enrollment-agreements")
+        .unwrap();
+    stored["status"]["reminders"]["lastSuccessfulRunAt"] = json!("2026-01-01T00:00:00Z");
+    api.put("signaturepolicies", stored);
+    while driver.step(BACKOFF_CAP, Duration::ZERO).await {}
+    let jobs: Vec<Value> = api
+        .list("jobs")
+        .iter()
+        .map(|j| j["metadata"]["name"].clone())
+        .collect();
+    assert_eq!(jobs.len(), 1, "one Job for one request: {jobs:?}");
+    assert_eq!(
+        not_converged(&api, "enrollment/enrollment-agreements"),
+        None
+    );
 }
 
 #[test]
