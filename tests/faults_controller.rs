@@ -1,11 +1,11 @@
-//! The controller under API faults. An in-memory API server (behind `kube::Client::new`, like the
-//! scripted harness) keeps objects by path and answers what `reconcile` really sends; it fails a
-//! seeded share of requests with 500, 503 and 429 (with and without `Retry-After`), and status
-//! writes also with 409. A driver plays kube's `Controller` on a virtual clock: it reconciles the
-//! policy due first, requeues it at the delay `reconcile` or `error_policy` returns, keeps the
-//! owned-object caches in step with the API and re-triggers an owner when one of its objects
-//! changes, as the watches would. Checked: no panic; requests bounded by the backoff schedule;
-//! every policy converges once faults stop; a converged controller sends nothing; a policy
+//! The controller under API faults. An in-memory API server (`common/fake_api.rs`, behind
+//! `kube::Client::new` like the scripted harness) answers what `reconcile` really sends and fails
+//! a seeded share of requests on every verb with 500, 503 and 429 (with and without
+//! `Retry-After`), status writes also with 409; half the failed writes take effect before their
+//! answer is lost. A driver (`common/controller_driver.rs`) plays kube's `Controller` on a
+//! virtual clock, with watches that lag. Checked: no panic; requests bounded by the backoff
+//! schedule and never sooner than `Retry-After`; every policy converges at its first reconcile
+//! once faults stop; a converged controller sends nothing; one Job per run-now request; a policy
 //! changed while the controller was down is reconciled on start.
 //! `SIGNET_FAULT_SEED=<n>` replays the API's faults (the backoff jitter stays random).
 
@@ -196,10 +196,14 @@ async fn under_api_faults_the_controller_backs_off_then_converges_and_goes_quiet
     }
 }
 
-/// Edit `n` of a policy: a new schedule for its first section, a new generation.
+/// Edit `n` of a policy: a new schedule for its first section, a new generation; the second edit
+/// also disables the timeouts of policies that remind too (their CronJob is deleted).
 fn edit(api: &FakeApi, key: &str, n: usize) {
     let (namespace, name) = key.split_once('/').unwrap();
     let mut stored = api.get("signaturepolicies", namespace, name).unwrap();
+    if n == 1 && stored["spec"]["reminders"].is_object() {
+        stored["spec"].as_object_mut().unwrap().remove("timeout");
+    }
     let section = if stored["spec"]["reminders"].is_object() {
         "reminders"
     } else {
