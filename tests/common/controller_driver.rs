@@ -28,6 +28,7 @@ use signet::crd::SignaturePolicy;
 
 use crate::fake_api::{Change, FakeApi, OWNED};
 
+/// What happened to one policy's reconciles.
 #[derive(Default, Clone, Copy)]
 pub struct PolicyRun {
     pub reconciles: u64,
@@ -42,6 +43,7 @@ pub struct PolicyRun {
     pub longest_streak: u64,
 }
 
+/// The controller being driven, its clock, queue and tallies.
 pub struct Driver {
     pub api: FakeApi,
     pub ctx: Arc<Context>,
