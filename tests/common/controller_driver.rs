@@ -73,6 +73,22 @@ pub fn settings() -> WorkerSettings {
     }
 }
 
+/// A fresh Context over `api`, and its (empty) caches.
+fn context(api: &FakeApi) -> (Arc<Context>, Stores) {
+    let stores = Stores::default();
+    let ctx = Arc::new(Context::new(
+        api.client(),
+        Reporter {
+            controller: "signet-controller".into(),
+            instance: None,
+        },
+        settings(),
+        stores.clone(),
+        Arc::new(Metrics::new()),
+    ));
+    (ctx, stores)
+}
+
 /// kube offers no getter for an `Action`'s requeue delay; its `Debug` form shows it.
 pub fn requeue_after(action: &Action) -> Option<Duration> {
     let text = format!("{action:?}");
@@ -102,17 +118,7 @@ pub fn named<K: kube::Resource<DynamicType = ()> + Default>(namespace: &str, nam
 impl Driver {
     /// A controller starting now over `api`; its caches see what `api` holds once `synced`.
     pub fn start(api: &FakeApi, synced: bool) -> Self {
-        let stores = Stores::default();
-        let ctx = Arc::new(Context::new(
-            api.client(),
-            Reporter {
-                controller: "signet-controller".into(),
-                instance: None,
-            },
-            settings(),
-            stores.clone(),
-            Arc::new(Metrics::new()),
-        ));
+        let (ctx, stores) = context(api);
         let mut driver = Driver {
             api: api.clone(),
             ctx,
@@ -135,6 +141,23 @@ impl Driver {
             driver.schedule(&policy_key(&policy), Duration::ZERO);
         }
         driver
+    }
+
+    /// The controller restarts now: a fresh Context (no failure counts, nothing verified, no
+    /// run-now stamps), caches filled by the watches' initial lists, every policy scheduled.
+    pub fn restart(&mut self) {
+        let (ctx, stores) = context(&self.api);
+        self.ctx = ctx;
+        self.stores = stores;
+        self.pending.clear();
+        self.queue.clear();
+        self.sync_all();
+        for policy in self.api.list("signaturepolicies") {
+            self.schedule(&policy_key(&policy), self.now);
+        }
+        for run in self.runs.values_mut() {
+            run.streak = 0;
+        }
     }
 
     /// The owned watches' initial list.
