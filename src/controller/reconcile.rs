@@ -72,6 +72,9 @@ pub struct Context {
     /// Owned objects known to be in place: `Kind/namespace/name` → (fingerprint of the desired
     /// object, change marker of the object then).
     verified: Mutex<HashMap<String, (u64, String)>>,
+    /// Per policy with a run-now request not yet cleared: the policy's resourceVersion when the
+    /// request was first seen, which names the request's Job.
+    run_now_stamps: Mutex<HashMap<ObjectRef<SignaturePolicy>, String>>,
 }
 
 impl Context {
@@ -91,7 +94,31 @@ impl Context {
             metrics,
             failures: Mutex::default(),
             verified: Mutex::default(),
+            run_now_stamps: Mutex::default(),
         }
+    }
+
+    /// The stamp naming the Job of `policy`'s run-now request: its resourceVersion the first
+    /// time this request was seen. Kept until [`Self::forget_run_now`], so the retries of one
+    /// request name one Job however often the policy is written meanwhile (only a restart in
+    /// that window forgets it).
+    pub(super) fn run_now_stamp(&self, policy: &SignaturePolicy) -> String {
+        let mut stamps = self
+            .run_now_stamps
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        stamps
+            .entry(ObjectRef::from_obj(policy))
+            .or_insert_with(|| policy.resource_version().unwrap_or_default())
+            .clone()
+    }
+
+    /// Forgets the stamp of `policy`'s run-now request (cleared, or gone).
+    pub(super) fn forget_run_now(&self, policy: &SignaturePolicy) {
+        self.run_now_stamps
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&ObjectRef::from_obj(policy));
     }
 
     fn verified(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, String)>> {
@@ -128,7 +155,8 @@ pub async fn reconcile(policy: Arc<SignaturePolicy>, ctx: Arc<Context>) -> Resul
     }
 }
 
-/// Retry policy for failed reconciles: per-object exponential backoff with jitter.
+/// Retry policy for failed reconciles: per-object exponential backoff with jitter, never sooner
+/// than the API server's `Retry-After`.
 pub fn error_policy(policy: Arc<SignaturePolicy>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.failed(error.reason());
     if !error.is_transient() {
@@ -143,7 +171,10 @@ pub fn error_policy(policy: Arc<SignaturePolicy>, error: &Error, ctx: Arc<Contex
         *count += 1;
         *count
     };
-    let delay = backoff(attempt, rand::rng().random_range(0.8..1.2));
+    // The API server's own `Retry-After` (a 429 from its flow control) is a floor: retrying
+    // sooner only earns another 429.
+    let asked = error.retry_after().unwrap_or_default().min(BACKOFF_CAP);
+    let delay = backoff(attempt, rand::rng().random_range(0.8..1.2)).max(asked);
     tracing::warn!(policy = %policy.name_any(), %error, attempt, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
 }
@@ -167,6 +198,7 @@ async fn reconcile_policy(
         .namespace()
         .ok_or(Error::MissingMetadata("namespace"))?;
     if policy.metadata.deletion_timestamp.is_some() {
+        ctx.forget_run_now(policy);
         // Owner references let the garbage collector remove what the policy owned.
         return Ok((Action::await_change(), false));
     }
@@ -220,6 +252,9 @@ async fn reconcile_policy(
     let pruned = prune(&valid, &desired, ctx).await?;
     if let Some(request) = policy.annotations().get(ANNOTATION_RUN_NOW) {
         run_now::run_now(policy, &desired, request, ctx).await?;
+    } else {
+        // Cleared by an earlier attempt whose answer was lost, or by a person.
+        ctx.forget_run_now(policy);
     }
 
     let cron_jobs = desired

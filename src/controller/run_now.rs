@@ -29,8 +29,9 @@ pub(super) async fn run_now(
     match target {
         Some((section, cron_job)) => {
             let cron_name = cron_job.name_any();
-            // The policy's resourceVersion names the request, so a retried reconcile does not start a second Job.
-            let stamp = policy.resource_version().unwrap_or_default();
+            // The policy's resourceVersion when the request was first seen names it, so a
+            // retried reconcile does not start a second Job, even after other writes.
+            let stamp = ctx.run_now_stamp(policy);
             let job_name = names::manual_job(&cron_name, &stamp);
             // Owned by the CronJob, as Kubernetes' own Jobs are, so it goes when the CronJob does.
             let owner = ctx
@@ -127,5 +128,6 @@ pub(super) async fn run_now(
                 e,
             )
         })?;
+    ctx.forget_run_now(policy);
     Ok(())
 }
