@@ -1,0 +1,926 @@
+//! Worker faults against real PostgreSQL and a local webhook sink: the `signet` binary killed
+//! with SIGKILL at random points, run as concurrent processes, cut off from its database, and
+//! facing 429s, 500s, slow answers and poison rows. After each scenario and a final clean run
+//! the delivery invariants are checked in SQL and at the sink, and printed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::net::SocketAddr;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{Request, Response};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use signet::store::Store;
+use signet::store::testing::{self, Backend, Seed, TestDatabase};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{AssertSqlSafe, Row};
+use uuid::Uuid;
+
+const HOUR: f64 = 3600.0;
+const DAY: f64 = 24.0 * HOUR;
+const SIGNING_KEY: &str = "faults-signing-key";
+/// Longer than any run of this suite: a run that takes this long has hung.
+const HANG: Duration = Duration::from_secs(90);
+
+// ---------------------------------------------------------------------------------------------
+// A small deterministic PRNG (SplitMix64): every random choice of a scenario follows its seed.
+
+#[derive(Clone, Debug)]
+struct Prng(u64);
+
+impl Prng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next() % n }
+    }
+
+    fn chance(&mut self, p: f64) -> bool {
+        ((self.next() >> 11) as f64 / (1u64 << 53) as f64) < p
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The sink: a webhook receiver that verifies signatures and answers from a fault profile.
+
+/// What the sink injects; each request draws from the sink's PRNG.
+#[derive(Clone, Debug, Default)]
+struct Faults {
+    /// Accepted requests are answered after 0 to this many milliseconds.
+    max_delay_ms: u64,
+    /// Share answered 429 (Retry-After alternately in seconds and as an HTTP date).
+    p429: f64,
+    /// Share answered 500.
+    p500: f64,
+    /// Share accepted but answered after `slow_ms` (past the client's timeout).
+    p_slow: f64,
+    slow_ms: u64,
+}
+
+#[derive(Clone, Debug)]
+struct Hit {
+    key: String,
+    status: u16,
+    /// The sink finished answering (false: the client was gone or the worker was killed).
+    answered: bool,
+}
+
+#[derive(Default)]
+struct SinkState {
+    hits: Vec<Hit>,
+    bad_signatures: u64,
+    injected: BTreeMap<&'static str, u64>,
+    faults: Faults,
+    rng: Option<Prng>,
+}
+
+struct Sink {
+    addr: SocketAddr,
+    state: Arc<Mutex<SinkState>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn verify(signature: &str, body: &[u8]) -> bool {
+    let Some((t, v1)) = signature
+        .strip_prefix("t=")
+        .and_then(|rest| rest.split_once(",v1="))
+    else {
+        return false;
+    };
+    let Ok(expected) = hex::decode(v1) else {
+        return false;
+    };
+    let mut mac = Hmac::<Sha256>::new_from_slice(SIGNING_KEY.as_bytes()).unwrap();
+    mac.update(t.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    mac.verify_slice(&expected).is_ok()
+}
+
+impl Sink {
+    async fn start(seed: u64) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(Mutex::new(SinkState {
+            rng: Some(Prng(seed)),
+            ..SinkState::default()
+        }));
+        let shared = state.clone();
+        let app = axum::Router::new().fallback(move |request: Request<Body>| {
+            let state = shared.clone();
+            async move { answer(state, request).await }
+        });
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Self { addr, state, task }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+
+    fn set_faults(&self, faults: Faults) {
+        self.state.lock().unwrap().faults = faults;
+    }
+
+    fn hits(&self) -> Vec<Hit> {
+        self.state.lock().unwrap().hits.clone()
+    }
+
+    fn injected(&self) -> BTreeMap<&'static str, u64> {
+        self.state.lock().unwrap().injected.clone()
+    }
+
+    fn bad_signatures(&self) -> u64 {
+        self.state.lock().unwrap().bad_signatures
+    }
+
+    /// Accepted requests per idempotency key.
+    fn accepted(&self) -> BTreeMap<String, u64> {
+        let mut accepted = BTreeMap::new();
+        for hit in self.hits() {
+            if (200..300).contains(&hit.status) {
+                *accepted.entry(hit.key).or_default() += 1;
+            }
+        }
+        accepted
+    }
+}
+
+async fn answer(state: Arc<Mutex<SinkState>>, request: Request<Body>) -> Response<Body> {
+    let (parts, body) = request.into_parts();
+    let body = axum::body::to_bytes(body, 1 << 20).await.unwrap().to_vec();
+    let header = |name: &str| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let key = header("x-signet-idempotency-key");
+    let signed = verify(&header("x-signet-signature"), &body);
+    let event: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let poison = event["data"]["signerEmail"]
+        .as_str()
+        .is_some_and(|e| e.contains("poison"));
+    let (status, wait, retry_after, index) = {
+        let mut s = state.lock().unwrap();
+        let faults = s.faults.clone();
+        let rng = s.rng.as_mut().unwrap();
+        let (status, wait, retry_after, what) = if !signed || event["id"] != key.as_str() {
+            (401, 0, None, "401 bad signature")
+        } else if poison {
+            (400, 0, None, "400 poison")
+        } else if rng.chance(faults.p429) {
+            if rng.chance(0.5) {
+                (429, 0, Some("1".to_owned()), "429 Retry-After seconds")
+            } else {
+                let at = chrono::Utc::now() + chrono::Duration::seconds(2);
+                let date = at.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+                (429, 0, Some(date), "429 Retry-After date")
+            }
+        } else if rng.chance(faults.p500) {
+            (500, 0, None, "500")
+        } else if rng.chance(faults.p_slow) {
+            (202, faults.slow_ms, None, "202 slower than the client timeout")
+        } else {
+            let wait = rng.below(faults.max_delay_ms + 1);
+            (202, wait, None, "202")
+        };
+        if status == 401 {
+            s.bad_signatures += 1;
+        }
+        *s.injected.entry(what).or_default() += 1;
+        s.hits.push(Hit {
+            key,
+            status,
+            answered: false,
+        });
+        (status, wait, retry_after, s.hits.len() - 1)
+    };
+    tokio::time::sleep(Duration::from_millis(wait)).await;
+    state.lock().unwrap().hits[index].answered = true;
+    let mut response = Response::builder().status(status);
+    if let Some(value) = retry_after {
+        response = response.header("Retry-After", value);
+    }
+    let text = if status == 400 { "poison row" } else { "" };
+    response.body(Body::from(text)).unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The worker as a child process, killed (SIGKILL) when its guard is dropped.
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Worker {
+    Reminders,
+    Timeouts,
+}
+
+impl Worker {
+    fn command(self) -> &'static str {
+        match self {
+            Worker::Reminders => "send-reminders",
+            Worker::Timeouts => "check-timeouts",
+        }
+    }
+
+    fn kind(self) -> &'static str {
+        match self {
+            Worker::Reminders => "reminder",
+            Worker::Timeouts => "timeout_alert",
+        }
+    }
+
+    /// Two signed webhook channels to the same sink, so "one row per channel" is tested.
+    fn policy(self) -> String {
+        let section = match self {
+            Worker::Reminders => {
+                r#""reminders": {"firstAfter": "24h", "every": "48h", "maxReminders": 3, "channels": ["hook", "ops"]}"#
+            }
+            Worker::Timeouts => {
+                r#""timeout": {"after": "14d", "schedule": "0 * * * *", "channels": ["hook", "ops"]}"#
+            }
+        };
+        let hook = |name: &str| {
+            format!(
+                r#"{{"name": "{name}", "webhook": {{"urlSecretRef": {{"name": "{name}", "key": "url"}}, "signingSecretRef": {{"name": "{name}", "key": "signing"}}}}}}"#
+            )
+        };
+        format!(
+            r#"{{"database": {{"urlSecretRef": {{"name": "app-db", "key": "url"}}}}, {section}, "channels": [{}, {}]}}"#,
+            hook("hook"),
+            hook("ops")
+        )
+    }
+}
+
+const CHANNELS: [&str; 2] = ["hook", "ops"];
+
+/// A running worker process; dropping it kills the process.
+struct Proc {
+    child: Option<Child>,
+    stdout: std::path::PathBuf,
+    stderr: std::path::PathBuf,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_file(&self.stdout);
+        let _ = std::fs::remove_file(&self.stderr);
+    }
+}
+
+/// How a run ended.
+#[derive(Debug)]
+struct Ended {
+    status: ExitStatus,
+    summary: Option<serde_json::Value>,
+    stderr: String,
+}
+
+impl Ended {
+    fn killed(&self) -> bool {
+        self.status.signal() == Some(9)
+    }
+
+    fn possible_duplicates(&self) -> u64 {
+        self.summary
+            .as_ref()
+            .and_then(|s| s["possibleDuplicates"].as_u64())
+            .unwrap_or(0)
+    }
+}
+
+impl Proc {
+    fn spawn(worker: Worker, db: &str, sink: &Sink, args: &[&str]) -> Self {
+        let dir = std::env::temp_dir();
+        let id = Uuid::new_v4().simple();
+        let stdout = dir.join(format!("signet-faults-{id}.out"));
+        let stderr = dir.join(format!("signet-faults-{id}.err"));
+        let child = Command::new(env!("CARGO_BIN_EXE_signet"))
+            .arg(worker.command())
+            .args(args)
+            .env_remove("SIGNET_DATABASE_URL")
+            .env("SIGNET_LOG_LEVEL", "warn")
+            .env("SIGNET_POLICY", worker.policy())
+            .env("SIGNET_SECRET_APP_DB_URL", db)
+            .env("SIGNET_SECRET_HOOK_URL", sink.url())
+            .env("SIGNET_SECRET_HOOK_SIGNING", SIGNING_KEY)
+            .env("SIGNET_SECRET_OPS_URL", sink.url())
+            .env("SIGNET_SECRET_OPS_SIGNING", SIGNING_KEY)
+            .stdin(Stdio::null())
+            .stdout(File::create(&stdout).unwrap())
+            .stderr(File::create(&stderr).unwrap())
+            .spawn()
+            .expect("signet starts");
+        Self {
+            child: Some(child),
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Waits for the process to exit, killing it with SIGKILL after `kill_after`; a process
+    /// still running after [`HANG`] fails the test.
+    async fn wait(mut self, kill_after: Option<Duration>) -> Ended {
+        let started = Instant::now();
+        let child = self.child.as_mut().unwrap();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if kill_after.is_some_and(|k| started.elapsed() >= k) {
+                child.kill().unwrap();
+                break child.wait().unwrap();
+            }
+            assert!(started.elapsed() < HANG, "the worker hung for {HANG:?}");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        };
+        self.child = None;
+        let stdout = std::fs::read_to_string(&self.stdout).unwrap();
+        let stderr = std::fs::read_to_string(&self.stderr).unwrap();
+        let summary = stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .rfind(|v| v.get("outcome").is_some());
+        assert!(
+            !stderr.contains("panicked"),
+            "the worker panicked: {stderr}"
+        );
+        Ended {
+            status,
+            summary,
+            stderr,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A scenario's world: the database, the seeds and every run's summary.
+
+struct World {
+    label: String,
+    worker: Worker,
+    db: TestDatabase,
+    store: Store,
+    pool: PgPool,
+    /// Workflows something is due for.
+    due: Vec<Uuid>,
+    /// Workflows nothing may be sent for (not due yet, finished).
+    quiet: Vec<Uuid>,
+    /// Due workflows the sink rejects with 400.
+    poison: Vec<Uuid>,
+    runs: Vec<Ended>,
+}
+
+impl World {
+    /// A fresh database seeded with `due` workflows something is due for (`poison` of them
+    /// rejected by the sink) and a few that must be left alone.
+    async fn new(label: &str, worker: Worker, due: usize, poison: usize) -> Self {
+        let (db, store) = TestDatabase::new(Backend::Postgres)
+            .await
+            .expect("PostgreSQL is required");
+        let mut seeds = Vec::new();
+        let mut due_ids = Vec::new();
+        let mut poison_ids = Vec::new();
+        for i in 0..due {
+            let mut seed = match worker {
+                Worker::Reminders => Seed::pending(25.0 * HOUR + i as f64),
+                // Half expire by the policy's 14d, half by their own deadline.
+                Worker::Timeouts if i % 2 == 0 => Seed::pending(15.0 * DAY + i as f64),
+                Worker::Timeouts => {
+                    let mut s = Seed::pending(2.0 * HOUR);
+                    s.deadline_in = Some(-60.0 - i as f64);
+                    s
+                }
+            };
+            if i < poison {
+                seed.signer_email = format!("poison-{i}@example.com");
+                poison_ids.push(seed.id);
+            }
+            due_ids.push(seed.id);
+            seeds.push(seed);
+        }
+        let mut quiet = Vec::new();
+        for status in ["pending", "signed", "declined"] {
+            let mut s = Seed::pending(if status == "pending" {
+                HOUR
+            } else {
+                20.0 * DAY
+            });
+            s.status = status.into();
+            quiet.push(s.id);
+            seeds.push(s);
+        }
+        testing::seed(&store, &seeds).await.unwrap();
+        let options = PgConnectOptions::from_str(&db.url)
+            .unwrap()
+            .application_name("signet-faults-test");
+        let pool = PgPoolOptions::new()
+            .max_connections(2)
+            .connect_with(options)
+            .await
+            .unwrap();
+        Self {
+            label: label.to_owned(),
+            worker,
+            db,
+            store,
+            pool,
+            due: due_ids,
+            quiet,
+            poison: poison_ids,
+            runs: Vec::new(),
+        }
+    }
+
+    fn spawn(&self, sink: &Sink, args: &[&str]) -> Proc {
+        Proc::spawn(self.worker, &self.db.url, sink, args)
+    }
+
+    /// One run to its end (or its kill); the run is recorded.
+    async fn run(&mut self, sink: &Sink, args: &[&str], kill_after: Option<Duration>) -> usize {
+        let ended = self.spawn(sink, args).wait(kill_after).await;
+        if !ended.killed() {
+            assert!(
+                matches!(ended.status.code(), Some(0 | 1)),
+                "{}: unexpected exit {:?}: {}",
+                self.label,
+                ended.status,
+                ended.stderr
+            );
+            assert!(
+                ended.summary.is_some(),
+                "every run that exits prints its summary: {ended:?}"
+            );
+        }
+        self.runs.push(ended);
+        self.runs.len() - 1
+    }
+
+    /// Clean runs (leases expired first, as if the lease had passed) until a run finds nothing
+    /// to do; at most six.
+    async fn converge(&mut self, sink: &Sink) -> usize {
+        sink.set_faults(Faults::default());
+        // A killed worker's last statement may still be running on the server (a claim can
+        // commit after its client died): wait for it to end before expiring leases. (This
+        // test's own store connects as `signet` too, but is idle here.)
+        for _ in 0..500 {
+            let left = self
+                .count(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'signet' \
+                     AND datname = current_database() AND state <> 'idle'",
+                )
+                .await;
+            if left == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        for round in 1..=6 {
+            testing::expire_leases(&self.store).await.unwrap();
+            let run = self.run(sink, &["--batch-size", "50"], None).await;
+            let ended = &self.runs[run];
+            assert_eq!(ended.status.code(), Some(0), "{ended:?}");
+            let s = ended.summary.as_ref().unwrap();
+            let work = ["due", "timedOut", "recovered", "sent", "retrying", "failed"]
+                .iter()
+                .map(|k| s[*k].as_u64().unwrap_or(0))
+                .sum::<u64>();
+            if work == 0 {
+                return round;
+            }
+        }
+        panic!("{}: clean runs did not converge in 6 rounds", self.label);
+    }
+
+    async fn count(&self, sql: &str) -> i64 {
+        sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql.to_owned()))
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    /// Checks every invariant; prints and returns the figures.
+    async fn check(&self, sink: &Sink) -> Figures {
+        let label = &self.label;
+        let kind = self.worker.kind();
+        let rows = testing::log_rows(&self.store).await.unwrap();
+        let expected = (self.due.len() * CHANNELS.len()) as i64;
+        let state = |s: &str| rows.iter().filter(|r| r.state == s).count() as i64;
+        let figures = Figures {
+            due: expected,
+            sent: state("sent"),
+            failed: state("failed"),
+            pending: state("pending"),
+            duplicate_log_rows: self
+                .count(
+                    "SELECT count(*) - count(DISTINCT (workflow_id, kind, sequence, channel)) \
+                     FROM signature_reminder_log",
+                )
+                .await,
+            failed_without_reason: self
+                .count(
+                    "SELECT count(*) FROM signature_reminder_log \
+                     WHERE state = 'failed' AND coalesce(error, '') = ''",
+                )
+                .await,
+            sink_accepted: sink.accepted().values().sum(),
+            sink_extra: sink.accepted().values().map(|n| n - 1).sum(),
+            possible_duplicates: self.runs.iter().map(Ended::possible_duplicates).sum(),
+            runs: self.runs.len(),
+            killed: self.runs.iter().filter(|r| r.killed()).count(),
+            exit_1: self
+                .runs
+                .iter()
+                .filter(|r| r.status.code() == Some(1))
+                .count(),
+        };
+        println!("[{label}] invariants: {figures:?}");
+        println!("[{label}] sink injected: {:?}", sink.injected());
+
+        assert_eq!(sink.bad_signatures(), 0, "{label}: every request is signed");
+        assert_eq!(figures.pending, 0, "{label}: nothing left pending");
+        assert_eq!(figures.duplicate_log_rows, 0, "{label}: the unique key");
+        assert_eq!(figures.failed_without_reason, 0, "{label}: failures say why");
+        assert_eq!(
+            figures.sent + figures.failed,
+            expected,
+            "{label}: every due notification is sent or failed, none lost"
+        );
+        assert!(
+            figures.sink_extra <= figures.possible_duplicates,
+            "{label}: {} sink requests beyond one per key, only {} counted possibleDuplicates",
+            figures.sink_extra,
+            figures.possible_duplicates
+        );
+
+        // Row by row: one row of the kind per due workflow and channel, none for the others.
+        let mut by_workflow: BTreeMap<Uuid, Vec<&testing::LogRow>> = BTreeMap::new();
+        for row in &rows {
+            assert_eq!(row.kind, kind, "{label}: {row:?}");
+            assert_eq!(row.sequence, 1, "{label}: {row:?}");
+            by_workflow.entry(row.workflow_id).or_default().push(row);
+        }
+        let accepted = sink.accepted();
+        for id in &self.due {
+            let rows = by_workflow.get(id).map(Vec::as_slice).unwrap_or_default();
+            let channels: BTreeSet<&str> = rows.iter().map(|r| r.channel.as_str()).collect();
+            assert_eq!(
+                channels,
+                CHANNELS.into_iter().collect(),
+                "{label}: workflow {id}: {rows:?}"
+            );
+            for row in rows {
+                if self.poison.contains(id) {
+                    assert_eq!(row.state, "failed", "{label}: poison {row:?}");
+                    let error = row.error.as_deref().unwrap_or_default();
+                    assert!(error.contains("(400)"), "{label}: {row:?}");
+                    assert!(!accepted.contains_key(&row.idempotency_key));
+                } else {
+                    assert_eq!(row.state, "sent", "{label}: {row:?}");
+                    assert!(
+                        accepted.contains_key(&row.idempotency_key),
+                        "{label}: sent but never accepted by the sink: {row:?}"
+                    );
+                }
+            }
+        }
+        for id in &self.quiet {
+            assert!(!by_workflow.contains_key(id), "{label}: {id} left alone");
+        }
+        let keys: BTreeSet<&str> = rows.iter().map(|r| r.idempotency_key.as_str()).collect();
+        for key in accepted.keys() {
+            assert!(keys.contains(key.as_str()), "{label}: unknown key {key}");
+        }
+
+        let workflows = sqlx::query(
+            "SELECT id, status, timed_out_at IS NOT NULL AS stamped, reminders_sent \
+             FROM signature_workflows",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .unwrap();
+        for w in &workflows {
+            let id: Uuid = w.get("id");
+            let status: String = w.get("status");
+            let stamped: bool = w.get("stamped");
+            let reminders: i32 = w.get("reminders_sent");
+            let due = self.due.contains(&id);
+            match self.worker {
+                Worker::Timeouts => {
+                    assert_eq!(
+                        (status == "timed_out", stamped),
+                        (due, due),
+                        "{label}: {id} is timed out exactly when past its deadline"
+                    );
+                }
+                Worker::Reminders => {
+                    assert_eq!(reminders, i32::from(due), "{label}: {id}");
+                }
+            }
+        }
+        if self.worker == Worker::Timeouts {
+            let alerts = self
+                .count(
+                    "SELECT count(*) FROM ( \
+                       SELECT workflow_id FROM signature_reminder_log \
+                       WHERE kind = 'timeout_alert' GROUP BY workflow_id \
+                       HAVING count(*) = 2 AND count(DISTINCT channel) = 2) t",
+                )
+                .await;
+            assert_eq!(
+                alerts,
+                self.due.len() as i64,
+                "{label}: one timeout_alert per channel per timed-out workflow"
+            );
+            println!(
+                "[{label}] timed out: {} workflows, each with one alert per channel",
+                alerts
+            );
+        }
+        figures
+    }
+
+    async fn close(self) {
+        self.pool.close().await;
+        self.store.close().await;
+    }
+}
+
+/// The figures a scenario prints.
+#[derive(Debug)]
+#[allow(dead_code)]
+struct Figures {
+    due: i64,
+    sent: i64,
+    failed: i64,
+    pending: i64,
+    duplicate_log_rows: i64,
+    failed_without_reason: i64,
+    sink_accepted: u64,
+    sink_extra: u64,
+    possible_duplicates: u64,
+    runs: usize,
+    killed: usize,
+    exit_1: usize,
+}
+
+/// What a kill interrupted, read from the database and the sink before anything recovers.
+async fn classify(world: &World, sink: &Sink) -> String {
+    let rows = testing::log_rows(&world.store).await.unwrap();
+    let hits = sink.hits();
+    let answered: BTreeSet<&str> = hits
+        .iter()
+        .filter(|h| h.answered)
+        .map(|h| h.key.as_str())
+        .collect();
+    let in_flight: BTreeSet<&str> = hits
+        .iter()
+        .filter(|h| !h.answered)
+        .map(|h| h.key.as_str())
+        .collect();
+    let (mut unsent, mut mid_send, mut unrecorded, mut retry) = (0, 0, 0, 0);
+    for row in rows.iter().filter(|r| r.state == "pending") {
+        let key = row.idempotency_key.as_str();
+        if row.error.is_some() {
+            retry += 1;
+        } else if answered.contains(key) {
+            unrecorded += 1;
+        } else if in_flight.contains(key) {
+            mid_send += 1;
+        } else {
+            unsent += 1;
+        }
+    }
+    let sent = rows.iter().filter(|r| r.state == "sent").count();
+    let phase = if rows.is_empty() {
+        "before claim"
+    } else if mid_send > 0 {
+        "mid-send"
+    } else if unrecorded > 0 {
+        "after send, before completion"
+    } else if unsent > 0 {
+        "after claim, before send"
+    } else if sent == rows.len() && rows.len() == world.due.len() * CHANNELS.len() {
+        "after the run"
+    } else {
+        "between batches"
+    };
+    format!(
+        "{phase}: rows={} sent={sent} pending(claimed, unsent)={unsent} pending(mid-send)={mid_send} \
+         pending(sent, unrecorded)={unrecorded} pending(retry)={retry}",
+        rows.len()
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenarios.
+
+/// 1. SIGKILL at a random point of a run, across seeds, for both workers.
+#[tokio::test]
+async fn killed_at_random_points_nothing_is_lost_and_duplicates_are_counted() {
+    const SEEDS: u64 = 14;
+    let mut totals = (0u64, 0u64);
+    for iteration in 0..SEEDS {
+        let seed = 0x5EED_0000 + iteration;
+        let mut rng = Prng(seed);
+        let worker = if iteration % 3 == 2 {
+            Worker::Timeouts
+        } else {
+            Worker::Reminders
+        };
+        let due = 100 + rng.below(100) as usize;
+        let sink = Sink::start(seed).await;
+        sink.set_faults(Faults {
+            max_delay_ms: 30,
+            ..Faults::default()
+        });
+        let label = format!("kill seed={seed:#x} {}", worker.command());
+        let mut world = World::new(&label, worker, due, 0).await;
+        let kill_after = Duration::from_millis(20 + rng.below(900));
+        let batch = (5 + rng.below(20)).to_string();
+        let concurrency = (2 + rng.below(6)).to_string();
+        let run = world
+            .run(
+                &sink,
+                &["--batch-size", &batch, "--concurrency", &concurrency],
+                Some(kill_after),
+            )
+            .await;
+        let killed = world.runs[run].killed();
+        println!(
+            "[{label}] injected: {due} due workflows x 2 channels, batch {batch}, concurrency \
+             {concurrency}, sink delay 0-30ms, SIGKILL after {kill_after:?} ({}); interrupted {}",
+            if killed {
+                "killed"
+            } else {
+                "had already exited"
+            },
+            classify(&world, &sink).await
+        );
+        let rounds = world.converge(&sink).await;
+        let figures = world.check(&sink).await;
+        println!("[{label}] converged after {rounds} clean run(s)");
+        totals.0 += figures.sink_extra;
+        totals.1 += figures.possible_duplicates;
+        world.close().await;
+    }
+    println!(
+        "[kill] all seeds: sink requests beyond one per key {}, possibleDuplicates {}",
+        totals.0, totals.1
+    );
+}
+
+/// 2. Two and eight workers at once on one policy: no notification sent twice.
+#[tokio::test]
+async fn concurrent_workers_never_send_twice() {
+    for (workers, worker) in [
+        (2, Worker::Reminders),
+        (8, Worker::Reminders),
+        (8, Worker::Timeouts),
+    ] {
+        let sink = Sink::start(workers).await;
+        sink.set_faults(Faults {
+            max_delay_ms: 10,
+            ..Faults::default()
+        });
+        let label = format!("{workers} concurrent {}", worker.command());
+        let mut world = World::new(&label, worker, 300, 0).await;
+        let procs: Vec<Proc> = (0..workers)
+            .map(|_| world.spawn(&sink, &["--batch-size", "20", "--concurrency", "4"]))
+            .collect();
+        let ended = futures::future::join_all(procs.into_iter().map(|p| p.wait(None))).await;
+        for e in &ended {
+            assert_eq!(e.status.code(), Some(0), "{label}: {e:?}");
+        }
+        let sent: Vec<u64> = ended
+            .iter()
+            .map(|e| e.summary.as_ref().unwrap()["sent"].as_u64().unwrap())
+            .collect();
+        println!("[{label}] injected: 300 due x 2 channels, sink delay 0-10ms; sent per worker {sent:?}");
+        world.runs.extend(ended);
+        let before_clean = sink.accepted().values().map(|n| n - 1).sum::<u64>();
+        world.converge(&sink).await;
+        let figures = world.check(&sink).await;
+        assert_eq!(before_clean, 0, "{label}: no duplicate at the sink");
+        assert_eq!(figures.sink_extra, 0, "{label}: no duplicate at the sink");
+        assert_eq!(figures.possible_duplicates, 0, "{label}");
+        assert_eq!(
+            sent.iter().sum::<u64>(),
+            figures.due as u64,
+            "{label}: the concurrent runs sent everything between them"
+        );
+        world.close().await;
+    }
+}
+
+/// 3. The database connection cut mid-batch: exit 1 (or completion), then convergence.
+#[tokio::test]
+async fn database_connection_cut_mid_batch() {
+    for (seed, worker) in [(31u64, Worker::Reminders), (32, Worker::Timeouts)] {
+        let mut rng = Prng(seed);
+        let sink = Sink::start(seed).await;
+        sink.set_faults(Faults {
+            max_delay_ms: 40,
+            ..Faults::default()
+        });
+        let label = format!("db cut seed={seed} {}", worker.command());
+        let mut world = World::new(&label, worker, 200, 0).await;
+        let proc = world.spawn(&sink, &["--batch-size", "10", "--concurrency", "2"]);
+        let cut_after = Duration::from_millis(300 + rng.below(700));
+        let waiting = tokio::spawn(proc.wait(None));
+        tokio::time::sleep(cut_after).await;
+        let terminated = world
+            .count(
+                "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE application_name = 'signet' AND datname = current_database()) t",
+            )
+            .await;
+        let ended = waiting.await.unwrap();
+        let code = ended.status.code();
+        assert!(
+            matches!(code, Some(0 | 1)),
+            "{label}: exit 0 or 1: {ended:?}"
+        );
+        println!(
+            "[{label}] injected: pg_terminate_backend on {terminated} worker connection(s) after \
+             {cut_after:?}; the run exited {code:?} ({}); interrupted {}",
+            ended.summary.as_ref().unwrap()["outcome"],
+            classify(&world, &sink).await
+        );
+        world.runs.push(ended);
+        world.converge(&sink).await;
+        world.check(&sink).await;
+        world.close().await;
+    }
+}
+
+/// 4. A faulty sink: 429 (both Retry-After forms), 500 at 30%, answers slower than the send
+/// timeout, and 400 for poison rows.
+#[tokio::test]
+async fn sink_faults_are_retried_and_poison_rows_fail_alone() {
+    let sink = Sink::start(4).await;
+    sink.set_faults(Faults {
+        max_delay_ms: 20,
+        p429: 0.1,
+        p500: 0.3,
+        p_slow: 0.05,
+        slow_ms: 1_500,
+    });
+    let label = "sink faults send-reminders".to_owned();
+    let mut world = World::new(&label, Worker::Reminders, 60, 4).await;
+    let args = [
+        "--batch-size",
+        "20",
+        "--concurrency",
+        "8",
+        "--send-timeout",
+        "1s",
+    ];
+    for _ in 0..2 {
+        let run = world.run(&sink, &args, None).await;
+        let ended = &world.runs[run];
+        assert_eq!(ended.status.code(), Some(0), "{ended:?}");
+        println!("[{label}] faulty run: {}", ended.summary.as_ref().unwrap());
+        testing::expire_leases(&world.store).await.unwrap();
+    }
+    println!(
+        "[{label}] injected: 60 due x 2 channels (4 poison), 429 10%, 500 30%, 5% answered after \
+         1.5s with --send-timeout 1s"
+    );
+    let rounds = world.converge(&sink).await;
+    println!("[{label}] converged after {rounds} clean run(s)");
+    let figures = world.check(&sink).await;
+    assert_eq!(figures.failed, (world.poison.len() * CHANNELS.len()) as i64);
+    let injected = sink.injected();
+    for what in ["429 Retry-After seconds", "429 Retry-After date", "500", "400 poison"] {
+        assert!(injected.get(what).is_some_and(|n| *n > 0), "{what} injected");
+    }
+    world.close().await;
+}
