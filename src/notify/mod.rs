@@ -236,15 +236,31 @@ impl RetryPolicy {
         channel: &dyn Channel,
         messages: &[Message],
     ) -> Result<Receipt, Error> {
+        self.send_counted(channel, messages).await.0
+    }
+
+    /// [`Self::send`], also counting the tries that got no answer ([`Error::Timeout`]: the
+    /// provider may have accepted them) and were sent again: each may have gone out twice.
+    pub async fn send_counted(
+        &self,
+        channel: &dyn Channel,
+        messages: &[Message],
+    ) -> (Result<Receipt, Error>, u64) {
         let mut attempt = 1;
+        let mut unconfirmed = 0;
         loop {
             match channel.send(messages).await {
-                Ok(receipt) => return Ok(receipt),
-                Err(err) if !err.is_transient() || attempt >= self.attempts => return Err(err),
+                Ok(receipt) => return (Ok(receipt), unconfirmed),
+                Err(err) if !err.is_transient() || attempt >= self.attempts => {
+                    return (Err(err), unconfirmed);
+                }
                 Err(err) => {
                     let wait = self.backoff(attempt, err.retry_after());
                     if wait > self.max_retry_after {
-                        return Err(err);
+                        return (Err(err), unconfirmed);
+                    }
+                    if err == Error::Timeout {
+                        unconfirmed += 1;
                     }
                     tracing::debug!(attempt, wait_ms = wait.as_millis() as u64, error = %err, "retrying a send");
                     tokio::time::sleep(wait).await;
@@ -471,6 +487,59 @@ mod tests {
         assert_eq!(
             policy.backoff(1, Some(Duration::from_secs(2))),
             Duration::from_secs(2)
+        );
+    }
+
+    /// Answers from a script, one entry per try.
+    struct Scripted(std::sync::Mutex<Vec<Result<Receipt, Error>>>);
+
+    impl Channel for Scripted {
+        fn send<'a>(&'a self, _: &'a [Message]) -> BoxFuture<'a, Result<Receipt, Error>> {
+            let next = self.0.lock().unwrap().remove(0);
+            Box::pin(async move { next })
+        }
+    }
+
+    #[tokio::test]
+    async fn tries_without_an_answer_that_are_sent_again_are_counted() {
+        let policy = RetryPolicy {
+            base: Duration::from_millis(1),
+            ..RetryPolicy::default()
+        };
+        let unavailable = Error::from_status(503, None, "");
+        let script = |tries: Vec<Result<Receipt, Error>>| Scripted(std::sync::Mutex::new(tries));
+        // Two timeouts, each possibly accepted, then a success: up to two duplicates.
+        let channel = script(vec![
+            Err(Error::Timeout),
+            Err(unavailable.clone()),
+            Err(Error::Timeout),
+            Ok(Receipt::default()),
+        ]);
+        assert_eq!(
+            policy.send_counted(&channel, &[]).await,
+            (Ok(Receipt::default()), 2)
+        );
+        // A last try that times out is not sent again here (the next run counts it).
+        let channel = script(vec![
+            Err(unavailable.clone()),
+            Err(unavailable.clone()),
+            Err(unavailable.clone()),
+            Err(Error::Timeout),
+        ]);
+        assert_eq!(
+            policy.send_counted(&channel, &[]).await,
+            (Err(Error::Timeout), 0)
+        );
+        // Answers that say no are no duplicates.
+        let channel = script(vec![Err(unavailable.clone()), Ok(Receipt::default())]);
+        assert_eq!(
+            policy.send_counted(&channel, &[]).await,
+            (Ok(Receipt::default()), 0)
+        );
+        assert_eq!(
+            crate::store::UNCONFIRMED_ERROR_PREFIX,
+            format!("{}:", Error::Timeout.reason()),
+            "recovery recognises a timed-out delivery by its error"
         );
     }
 

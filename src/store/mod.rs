@@ -276,10 +276,15 @@ pub struct ClaimedDelivery {
     pub attempts: i32,
     /// A retry of an earlier run's delivery.
     pub recovered: bool,
-    /// A retry whose earlier attempt left no outcome (the worker died mid-send): the message may
-    /// already have gone out.
+    /// A retry whose earlier attempt left no outcome (the worker died mid-send, or the provider
+    /// did not answer in time): the message may already have gone out.
     pub possible_duplicate: bool,
 }
+
+/// How the error of a delivery left pending after a try that got no answer (a timeout) starts:
+/// `notify::Error::Timeout`'s reason. Recovering such a row counts a possible duplicate, like a
+/// row left without an outcome.
+pub const UNCONFIRMED_ERROR_PREFIX: &str = "ProviderTimeout:";
 
 /// How a delivery ended.
 #[derive(Clone, Debug, PartialEq)]

@@ -26,7 +26,8 @@ pub struct DeliveryCounts {
     pub sent: u64,
     /// Failed for good (the log row says why).
     pub failed: u64,
-    /// Retried deliveries whose earlier attempt left no outcome: they may have gone out twice.
+    /// Sends repeating an attempt that left no outcome (the worker died mid-send, or the
+    /// provider did not answer in time): they may have gone out twice.
     pub possible_duplicates: u64,
     /// Failed for now; a later run retries them.
     pub retrying: u64,
@@ -187,7 +188,7 @@ impl<'a> Deliverer<'a> {
                     return (delivery, None);
                 }
                 let result = retry
-                    .send(channel.as_ref(), std::slice::from_ref(&message))
+                    .send_counted(channel.as_ref(), std::slice::from_ref(&message))
                     .await;
                 (delivery, Some(result))
             })
@@ -196,7 +197,10 @@ impl<'a> Deliverer<'a> {
             .await;
         for (delivery, result) in results {
             let outcome = match result {
-                Some(result) => self.outcome(&delivery, result, counts),
+                Some((result, unconfirmed)) => {
+                    counts.possible_duplicates += unconfirmed;
+                    self.outcome(&delivery, result, counts)
+                }
                 None => lease_ran_out(counts),
             };
             outcomes.push((delivery.log_id, outcome));
@@ -228,8 +232,13 @@ impl<'a> Deliverer<'a> {
         for (name, items) in by_channel {
             let channel = &self.channels[&name];
             let messages: Vec<Message> = items.iter().map(|i| i.message.clone()).collect();
-            let result = self.options.retry.send(channel.as_ref(), &messages).await;
+            let (result, unconfirmed) = self
+                .options
+                .retry
+                .send_counted(channel.as_ref(), &messages)
+                .await;
             for item in &items {
+                counts.possible_duplicates += unconfirmed;
                 let outcome = self.outcome(&item.delivery, result.clone(), counts);
                 outcomes.push((item.delivery.log_id, outcome));
             }
