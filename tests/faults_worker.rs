@@ -202,7 +202,12 @@ async fn answer(state: Arc<Mutex<SinkState>>, request: Request<Body>) -> Respons
         } else if rng.chance(faults.p500) {
             (500, 0, None, "500")
         } else if rng.chance(faults.p_slow) {
-            (202, faults.slow_ms, None, "202 slower than the client timeout")
+            (
+                202,
+                faults.slow_ms,
+                None,
+                "202 slower than the client timeout",
+            )
         } else {
             let wait = rng.below(faults.max_delay_ms + 1);
             (202, wait, None, "202")
@@ -550,6 +555,7 @@ impl World {
                      WHERE state = 'failed' AND coalesce(error, '') = ''",
                 )
                 .await,
+            sink_requests: sink.hits().len() as u64,
             sink_accepted: sink.accepted().values().sum(),
             sink_extra: sink.accepted().values().map(|n| n - 1).sum(),
             possible_duplicates: self.runs.iter().map(Ended::possible_duplicates).sum(),
@@ -567,7 +573,10 @@ impl World {
         assert_eq!(sink.bad_signatures(), 0, "{label}: every request is signed");
         assert_eq!(figures.pending, 0, "{label}: nothing left pending");
         assert_eq!(figures.duplicate_log_rows, 0, "{label}: the unique key");
-        assert_eq!(figures.failed_without_reason, 0, "{label}: failures say why");
+        assert_eq!(
+            figures.failed_without_reason, 0,
+            "{label}: failures say why"
+        );
         assert_eq!(
             figures.sent + figures.failed,
             expected,
@@ -683,7 +692,11 @@ struct Figures {
     pending: i64,
     duplicate_log_rows: i64,
     failed_without_reason: i64,
+    /// Every request, refusals (429, 500, 400) included.
+    sink_requests: u64,
+    /// Requests answered 2xx (slow answers the client gave up on included).
     sink_accepted: u64,
+    /// Accepted requests beyond one per idempotency key.
     sink_extra: u64,
     possible_duplicates: u64,
     runs: usize,
@@ -692,7 +705,7 @@ struct Figures {
 }
 
 /// What a kill interrupted, read from the database and the sink before anything recovers.
-async fn classify(world: &World, sink: &Sink) -> String {
+async fn classify(world: &World, sink: &Sink) -> (&'static str, String) {
     let rows = testing::log_rows(&world.store).await.unwrap();
     let hits = sink.hits();
     let answered: BTreeSet<&str> = hits
@@ -732,11 +745,12 @@ async fn classify(world: &World, sink: &Sink) -> String {
     } else {
         "between batches"
     };
-    format!(
-        "{phase}: rows={} sent={sent} pending(claimed, unsent)={unsent} pending(mid-send)={mid_send} \
+    let detail = format!(
+        "rows={} sent={sent} pending(claimed, unsent)={unsent} pending(mid-send)={mid_send} \
          pending(sent, unrecorded)={unrecorded} pending(retry)={retry}",
         rows.len()
-    )
+    );
+    (phase, detail)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -747,6 +761,7 @@ async fn classify(world: &World, sink: &Sink) -> String {
 async fn killed_at_random_points_nothing_is_lost_and_duplicates_are_counted() {
     const SEEDS: u64 = 14;
     let mut totals = (0u64, 0u64);
+    let mut phases: BTreeMap<&str, u32> = BTreeMap::new();
     for iteration in 0..SEEDS {
         let seed = 0x5EED_0000 + iteration;
         let mut rng = Prng(seed);
@@ -774,15 +789,17 @@ async fn killed_at_random_points_nothing_is_lost_and_duplicates_are_counted() {
             )
             .await;
         let killed = world.runs[run].killed();
+        let (phase, detail) = classify(&world, &sink).await;
+        *phases.entry(phase).or_default() += 1;
         println!(
             "[{label}] injected: {due} due workflows x 2 channels, batch {batch}, concurrency \
-             {concurrency}, sink delay 0-30ms, SIGKILL after {kill_after:?} ({}); interrupted {}",
+             {concurrency}, sink delay 0-30ms, SIGKILL after {kill_after:?} ({}); interrupted \
+             {phase}: {detail}",
             if killed {
                 "killed"
             } else {
                 "had already exited"
             },
-            classify(&world, &sink).await
         );
         let rounds = world.converge(&sink).await;
         let figures = world.check(&sink).await;
@@ -792,7 +809,8 @@ async fn killed_at_random_points_nothing_is_lost_and_duplicates_are_counted() {
         world.close().await;
     }
     println!(
-        "[kill] all seeds: sink requests beyond one per key {}, possibleDuplicates {}",
+        "[kill] all seeds: sink requests beyond one per key {}, possibleDuplicates {}; kills \
+         landed {phases:?}",
         totals.0, totals.1
     );
 }
@@ -823,7 +841,9 @@ async fn concurrent_workers_never_send_twice() {
             .iter()
             .map(|e| e.summary.as_ref().unwrap()["sent"].as_u64().unwrap())
             .collect();
-        println!("[{label}] injected: 300 due x 2 channels, sink delay 0-10ms; sent per worker {sent:?}");
+        println!(
+            "[{label}] injected: 300 due x 2 channels, sink delay 0-10ms; sent per worker {sent:?}"
+        );
         world.runs.extend(ended);
         let before_clean = sink.accepted().values().map(|n| n - 1).sum::<u64>();
         world.converge(&sink).await;
@@ -840,10 +860,15 @@ async fn concurrent_workers_never_send_twice() {
     }
 }
 
-/// 3. The database connection cut mid-batch: exit 1 (or completion), then convergence.
+/// 3. The database connection cut mid-batch: exit 1 (or completion), then convergence. The
+/// worker's connections are terminated once, or every 30ms until the run ends.
 #[tokio::test]
 async fn database_connection_cut_mid_batch() {
-    for (seed, worker) in [(31u64, Worker::Reminders), (32, Worker::Timeouts)] {
+    for (seed, worker, repeat) in [
+        (31u64, Worker::Reminders, true),
+        (32, Worker::Timeouts, true),
+        (33, Worker::Reminders, false),
+    ] {
         let mut rng = Prng(seed);
         let sink = Sink::start(seed).await;
         sink.set_faults(Faults {
@@ -853,15 +878,24 @@ async fn database_connection_cut_mid_batch() {
         let label = format!("db cut seed={seed} {}", worker.command());
         let mut world = World::new(&label, worker, 200, 0).await;
         let proc = world.spawn(&sink, &["--batch-size", "10", "--concurrency", "2"]);
-        let cut_after = Duration::from_millis(300 + rng.below(700));
+        let cut_after = Duration::from_millis(200 + rng.below(600));
         let waiting = tokio::spawn(proc.wait(None));
         tokio::time::sleep(cut_after).await;
-        let terminated = world
-            .count(
-                "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                 WHERE application_name = 'signet' AND datname = current_database()) t",
-            )
-            .await;
+        let (mut cuts, mut terminated) = (0, 0);
+        while !waiting.is_finished() && cuts < 200 {
+            terminated += world
+                .count(
+                    "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) \
+                     FROM pg_stat_activity WHERE application_name = 'signet' \
+                     AND datname = current_database()) t",
+                )
+                .await;
+            cuts += 1;
+            if !repeat {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
         let ended = waiting.await.unwrap();
         let code = ended.status.code();
         assert!(
@@ -869,8 +903,8 @@ async fn database_connection_cut_mid_batch() {
             "{label}: exit 0 or 1: {ended:?}"
         );
         println!(
-            "[{label}] injected: pg_terminate_backend on {terminated} worker connection(s) after \
-             {cut_after:?}; the run exited {code:?} ({}); interrupted {}",
+            "[{label}] injected: {cuts} cut(s) from {cut_after:?} on, pg_terminate_backend on \
+             {terminated} connection(s); the run exited {code:?} ({}); it left {:?}",
             ended.summary.as_ref().unwrap()["outcome"],
             classify(&world, &sink).await
         );
@@ -919,8 +953,16 @@ async fn sink_faults_are_retried_and_poison_rows_fail_alone() {
     let figures = world.check(&sink).await;
     assert_eq!(figures.failed, (world.poison.len() * CHANNELS.len()) as i64);
     let injected = sink.injected();
-    for what in ["429 Retry-After seconds", "429 Retry-After date", "500", "400 poison"] {
-        assert!(injected.get(what).is_some_and(|n| *n > 0), "{what} injected");
+    for what in [
+        "429 Retry-After seconds",
+        "429 Retry-After date",
+        "500",
+        "400 poison",
+    ] {
+        assert!(
+            injected.get(what).is_some_and(|n| *n > 0),
+            "{what} injected"
+        );
     }
     world.close().await;
 }

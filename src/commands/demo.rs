@@ -281,16 +281,13 @@ fn report_lines(
     Ok(())
 }
 
+/// Channels by name.
+type ChannelMap = BTreeMap<String, Arc<dyn notify::Channel>>;
+/// What the `log` channels wrote.
+type LogBuffer = Arc<Mutex<Vec<u8>>>;
+
 /// The policy's `log` channels, writing into a buffer the report reads.
-fn log_channels(
-    spec: &SignaturePolicySpec,
-) -> Result<
-    (
-        Arc<Mutex<Vec<u8>>>,
-        BTreeMap<String, Arc<dyn notify::Channel>>,
-    ),
-    Error,
-> {
+fn log_channels(spec: &SignaturePolicySpec) -> Result<(LogBuffer, ChannelMap), Error> {
     let buffer = Arc::new(Mutex::new(Vec::new()));
     let writer: SharedWriter = Arc::new(Mutex::new(Box::new(BufferWriter(buffer.clone()))));
     let names: Vec<&str> = spec.channels.iter().map(|c| c.name.as_str()).collect();

@@ -226,7 +226,8 @@ pub async fn send_reminders(args: &SendRemindersArgs, env: EnvLookup<'_>, out: S
     let target = ReportTarget::from_env(&args.report, env);
     let started = (Instant::now(), now());
     let result = async {
-        let (spec, url, channels) = prepare(&args.policy, &args.run, env, &out, Section::Reminders)?;
+        let (spec, url, channels) =
+            prepare(&args.policy, &args.run, env, &out, Section::Reminders)?;
         let run = Run::new(&spec, &channels, args.run.options())?;
         let store = connect(&url, &spec, 4).await?;
         let summary = run.send_reminders(&store).await;

@@ -15,7 +15,8 @@ use uuid::Uuid;
 
 use super::{
     ClaimedDelivery, ConnectOptions, DeadlineSource, DueCursor, DueQuery, Error, NoticeKind,
-    Outcome, Result, TimedOut, TimeoutQuery, UNCONFIRMED_ERROR_PREFIX, WORKFLOW_COLUMNS, Workflow, idempotency_key,
+    Outcome, Result, TimedOut, TimeoutQuery, UNCONFIRMED_ERROR_PREFIX, WORKFLOW_COLUMNS, Workflow,
+    idempotency_key,
 };
 
 /// A SQLite connection pool.
