@@ -67,6 +67,8 @@ struct Faults {
     /// Share accepted but answered after `slow_ms` (past the client's timeout).
     p_slow: f64,
     slow_ms: u64,
+    /// Share accepted, then the connection closed without an answer.
+    p_drop: f64,
 }
 
 #[derive(Clone, Debug)]
@@ -201,6 +203,13 @@ async fn answer(state: Arc<Mutex<SinkState>>, request: Request<Body>) -> Respons
             }
         } else if rng.chance(faults.p500) {
             (500, 0, None, "500")
+        } else if rng.chance(faults.p_drop) {
+            (
+                202,
+                0,
+                Some("drop".to_owned()),
+                "202 then the connection closed unanswered",
+            )
         } else if rng.chance(faults.p_slow) {
             (
                 202,
@@ -223,6 +232,11 @@ async fn answer(state: Arc<Mutex<SinkState>>, request: Request<Body>) -> Respons
         });
         (status, wait, retry_after, s.hits.len() - 1)
     };
+    if retry_after.as_deref() == Some("drop") {
+        // Unwinding out of the handler makes the server close the connection unanswered
+        // (resume_unwind: without the panic message).
+        std::panic::resume_unwind(Box::new("the sink drops the connection"));
+    }
     tokio::time::sleep(Duration::from_millis(wait)).await;
     state.lock().unwrap().hits[index].answered = true;
     let mut response = Response::builder().status(status);
@@ -926,6 +940,7 @@ async fn sink_faults_are_retried_and_poison_rows_fail_alone() {
         p500: 0.3,
         p_slow: 0.05,
         slow_ms: 1_500,
+        p_drop: 0.05,
     });
     let label = "sink faults send-reminders".to_owned();
     let mut world = World::new(&label, Worker::Reminders, 60, 4).await;

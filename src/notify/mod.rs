@@ -55,6 +55,10 @@ pub enum Error {
     /// The connection failed before the request was sent.
     #[error("cannot reach the provider: {0}")]
     Network(String),
+    /// The connection failed after the request was sent: the message may or may not have been
+    /// accepted.
+    #[error("the connection to the provider failed before an answer: {0}")]
+    NoAnswer(String),
     /// The channel cannot work as configured (bad address, bad URL, missing secret).
     #[error("{0}")]
     Config(String),
@@ -69,6 +73,7 @@ impl Error {
             Error::Unavailable { .. } => "ProviderUnavailable",
             Error::Timeout => "ProviderTimeout",
             Error::Network(_) => "ProviderUnreachable",
+            Error::NoAnswer(_) => "ProviderNoAnswer",
             Error::Config(_) => "ChannelMisconfigured",
         }
     }
@@ -81,7 +86,13 @@ impl Error {
                 | Error::Unavailable { .. }
                 | Error::Timeout
                 | Error::Network(_)
+                | Error::NoAnswer(_)
         )
+    }
+
+    /// Whether the try got no answer, so the provider may have accepted the message anyway.
+    pub fn is_unconfirmed(&self) -> bool {
+        matches!(self, Error::Timeout | Error::NoAnswer(_))
     }
 
     /// How long the provider asked to wait.
@@ -123,8 +134,11 @@ impl Error {
             Error::Timeout
         } else if err.is_builder() {
             Error::Config(format!("invalid request: {err}"))
-        } else {
+        } else if err.is_connect() {
             Error::Network(err.to_string())
+        } else {
+            // Connected, then failed: the request may have reached the provider.
+            Error::NoAnswer(err.to_string())
         }
     }
 }
@@ -239,8 +253,8 @@ impl RetryPolicy {
         self.send_counted(channel, messages).await.0
     }
 
-    /// [`Self::send`], also counting the tries that got no answer ([`Error::Timeout`]: the
-    /// provider may have accepted them) and were sent again: each may have gone out twice.
+    /// [`Self::send`], also counting the tries that got no answer ([`Error::is_unconfirmed`]:
+    /// the provider may have accepted them) and were sent again: each may have gone out twice.
     pub async fn send_counted(
         &self,
         channel: &dyn Channel,
@@ -259,7 +273,7 @@ impl RetryPolicy {
                     if wait > self.max_retry_after {
                         return (Err(err), unconfirmed);
                     }
-                    if err == Error::Timeout {
+                    if err.is_unconfirmed() {
                         unconfirmed += 1;
                     }
                     tracing::debug!(attempt, wait_ms = wait.as_millis() as u64, error = %err, "retrying a send");
@@ -508,16 +522,26 @@ mod tests {
         };
         let unavailable = Error::from_status(503, None, "");
         let script = |tries: Vec<Result<Receipt, Error>>| Scripted(std::sync::Mutex::new(tries));
-        // Two timeouts, each possibly accepted, then a success: up to two duplicates.
+        // A timeout and a connection lost after sending, each possibly accepted, then a
+        // success: up to two duplicates.
         let channel = script(vec![
             Err(Error::Timeout),
             Err(unavailable.clone()),
-            Err(Error::Timeout),
+            Err(Error::NoAnswer("connection closed".into())),
             Ok(Receipt::default()),
         ]);
         assert_eq!(
             policy.send_counted(&channel, &[]).await,
             (Ok(Receipt::default()), 2)
+        );
+        // A connection that could not be made carried nothing.
+        let channel = script(vec![
+            Err(Error::Network("refused".into())),
+            Ok(Receipt::default()),
+        ]);
+        assert_eq!(
+            policy.send_counted(&channel, &[]).await,
+            (Ok(Receipt::default()), 0)
         );
         // A last try that times out is not sent again here (the next run counts it).
         let channel = script(vec![
@@ -536,10 +560,11 @@ mod tests {
             policy.send_counted(&channel, &[]).await,
             (Ok(Receipt::default()), 0)
         );
+        let unconfirmed = [Error::Timeout, Error::NoAnswer(String::new())];
         assert_eq!(
-            crate::store::UNCONFIRMED_ERROR_PREFIX,
-            format!("{}:", Error::Timeout.reason()),
-            "recovery recognises a timed-out delivery by its error"
+            crate::store::UNCONFIRMED_ERROR_PREFIXES.map(str::to_owned),
+            unconfirmed.map(|e| format!("{}:", e.reason())),
+            "recovery recognises an unanswered delivery by its error"
         );
     }
 

@@ -281,10 +281,20 @@ pub struct ClaimedDelivery {
     pub possible_duplicate: bool,
 }
 
-/// How the error of a delivery left pending after a try that got no answer (a timeout) starts:
-/// `notify::Error::Timeout`'s reason. Recovering such a row counts a possible duplicate, like a
-/// row left without an outcome.
-pub const UNCONFIRMED_ERROR_PREFIX: &str = "ProviderTimeout:";
+/// How the error of a delivery left pending after a try that got no answer starts: the reasons
+/// of `notify::Error::Timeout` and `notify::Error::NoAnswer`. Recovering such a row counts a
+/// possible duplicate, like a row left without an outcome.
+pub const UNCONFIRMED_ERROR_PREFIXES: [&str; 2] = ["ProviderTimeout:", "ProviderNoAnswer:"];
+
+/// SQL over the log's `error` column: whether the row's last attempt may have gone out (it left
+/// no outcome, or got no answer).
+fn possible_duplicate_sql(error: &str) -> String {
+    let unanswered: String = UNCONFIRMED_ERROR_PREFIXES
+        .iter()
+        .map(|prefix| format!(" OR {error} LIKE '{prefix}%'"))
+        .collect();
+    format!("({error} IS NULL{unanswered})")
+}
 
 /// How a delivery ended.
 #[derive(Clone, Debug, PartialEq)]

@@ -15,8 +15,7 @@ use uuid::Uuid;
 
 use super::{
     ClaimedDelivery, ConnectOptions, DeadlineSource, DueCursor, DueQuery, Error, NoticeKind,
-    Outcome, Result, TimedOut, TimeoutQuery, UNCONFIRMED_ERROR_PREFIX, WORKFLOW_COLUMNS, Workflow,
-    idempotency_key,
+    Outcome, Result, TimedOut, TimeoutQuery, WORKFLOW_COLUMNS, Workflow, idempotency_key,
 };
 
 /// A SQLite connection pool.
@@ -142,8 +141,8 @@ static RECOVER: LazyLock<String> = LazyLock::new(|| {
                   OR w.workflow_type IN (SELECT value FROM json_each(?2))) \
            ORDER BY r.id LIMIT ?4) \
          RETURNING id AS log_id, workflow_id, kind, sequence, channel, idempotency_key, \
-           attempts, (error IS NULL OR error LIKE '{UNCONFIRMED_ERROR_PREFIX}%') \
-           AS possible_duplicate"
+           attempts, {} AS possible_duplicate",
+        super::possible_duplicate_sql("error")
     )
 });
 
