@@ -930,7 +930,7 @@ async fn database_connection_cut_mid_batch() {
 }
 
 /// 4. A faulty sink: 429 (both Retry-After forms), 500 at 30%, answers slower than the send
-/// timeout, and 400 for poison rows.
+/// timeout, connections closed unanswered, and 400 for poison rows.
 #[tokio::test]
 async fn sink_faults_are_retried_and_poison_rows_fail_alone() {
     let sink = Sink::start(4).await;
@@ -960,8 +960,8 @@ async fn sink_faults_are_retried_and_poison_rows_fail_alone() {
         testing::expire_leases(&world.store).await.unwrap();
     }
     println!(
-        "[{label}] injected: 60 due x 2 channels (4 poison), 429 10%, 500 30%, 5% answered after \
-         1.5s with --send-timeout 1s"
+        "[{label}] injected: 60 due x 2 channels (4 poison), 429 10%, 500 30%, 5% closed \
+         unanswered, 5% answered after 1.5s with --send-timeout 1s"
     );
     let rounds = world.converge(&sink).await;
     println!("[{label}] converged after {rounds} clean run(s)");
@@ -972,6 +972,8 @@ async fn sink_faults_are_retried_and_poison_rows_fail_alone() {
         "429 Retry-After seconds",
         "429 Retry-After date",
         "500",
+        "202 slower than the client timeout",
+        "202 then the connection closed unanswered",
         "400 poison",
     ] {
         assert!(
