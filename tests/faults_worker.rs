@@ -3,19 +3,14 @@
 //! facing 429s, 500s, slow answers and poison rows. After each scenario and a final clean run
 //! the delivery invariants are checked in SQL and at the sink, and printed.
 
+#[path = "faults/harness.rs"]
+mod harness;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
-use std::net::SocketAddr;
-use std::os::unix::process::ExitStatusExt;
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
-use axum::http::{Request, Response};
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use harness::{CHANNELS, Ended, Faults, Prng, Proc, Sink, Worker};
 use signet::store::Store;
 use signet::store::testing::{self, Backend, Seed, TestDatabase};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -24,380 +19,6 @@ use uuid::Uuid;
 
 const HOUR: f64 = 3600.0;
 const DAY: f64 = 24.0 * HOUR;
-const SIGNING_KEY: &str = "faults-signing-key";
-/// Longer than any run of this suite: a run that takes this long has hung.
-const HANG: Duration = Duration::from_secs(90);
-
-// ---------------------------------------------------------------------------------------------
-// A small deterministic PRNG (SplitMix64): every random choice of a scenario follows its seed.
-
-#[derive(Clone, Debug)]
-struct Prng(u64);
-
-impl Prng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        if n == 0 { 0 } else { self.next() % n }
-    }
-
-    fn chance(&mut self, p: f64) -> bool {
-        ((self.next() >> 11) as f64 / (1u64 << 53) as f64) < p
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The sink: a webhook receiver that verifies signatures and answers from a fault profile.
-
-/// What the sink injects; each request draws from the sink's PRNG.
-#[derive(Clone, Debug, Default)]
-struct Faults {
-    /// Accepted requests are answered after 0 to this many milliseconds.
-    max_delay_ms: u64,
-    /// Share answered 429 (Retry-After alternately in seconds and as an HTTP date).
-    p429: f64,
-    /// Share answered 500.
-    p500: f64,
-    /// Share accepted but answered after `slow_ms` (past the client's timeout).
-    p_slow: f64,
-    slow_ms: u64,
-    /// Share accepted, then the connection closed without an answer.
-    p_drop: f64,
-}
-
-#[derive(Clone, Debug)]
-struct Hit {
-    key: String,
-    status: u16,
-    /// The sink finished answering (false: the client was gone or the worker was killed).
-    answered: bool,
-}
-
-#[derive(Default)]
-struct SinkState {
-    hits: Vec<Hit>,
-    bad_signatures: u64,
-    injected: BTreeMap<&'static str, u64>,
-    faults: Faults,
-    rng: Option<Prng>,
-}
-
-struct Sink {
-    addr: SocketAddr,
-    state: Arc<Mutex<SinkState>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Sink {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-fn verify(signature: &str, body: &[u8]) -> bool {
-    let Some((t, v1)) = signature
-        .strip_prefix("t=")
-        .and_then(|rest| rest.split_once(",v1="))
-    else {
-        return false;
-    };
-    let Ok(expected) = hex::decode(v1) else {
-        return false;
-    };
-    let mut mac = Hmac::<Sha256>::new_from_slice(SIGNING_KEY.as_bytes()).unwrap();
-    mac.update(t.as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    mac.verify_slice(&expected).is_ok()
-}
-
-impl Sink {
-    async fn start(seed: u64) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let state = Arc::new(Mutex::new(SinkState {
-            rng: Some(Prng(seed)),
-            ..SinkState::default()
-        }));
-        let shared = state.clone();
-        let app = axum::Router::new().fallback(move |request: Request<Body>| {
-            let state = shared.clone();
-            async move { answer(state, request).await }
-        });
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
-        });
-        Self { addr, state, task }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}/hook", self.addr)
-    }
-
-    fn set_faults(&self, faults: Faults) {
-        self.state.lock().unwrap().faults = faults;
-    }
-
-    fn hits(&self) -> Vec<Hit> {
-        self.state.lock().unwrap().hits.clone()
-    }
-
-    fn injected(&self) -> BTreeMap<&'static str, u64> {
-        self.state.lock().unwrap().injected.clone()
-    }
-
-    fn bad_signatures(&self) -> u64 {
-        self.state.lock().unwrap().bad_signatures
-    }
-
-    /// Accepted requests per idempotency key.
-    fn accepted(&self) -> BTreeMap<String, u64> {
-        let mut accepted = BTreeMap::new();
-        for hit in self.hits() {
-            if (200..300).contains(&hit.status) {
-                *accepted.entry(hit.key).or_default() += 1;
-            }
-        }
-        accepted
-    }
-}
-
-async fn answer(state: Arc<Mutex<SinkState>>, request: Request<Body>) -> Response<Body> {
-    let (parts, body) = request.into_parts();
-    let body = axum::body::to_bytes(body, 1 << 20).await.unwrap().to_vec();
-    let header = |name: &str| {
-        parts
-            .headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned()
-    };
-    let key = header("x-signet-idempotency-key");
-    let signed = verify(&header("x-signet-signature"), &body);
-    let event: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-    let poison = event["data"]["signerEmail"]
-        .as_str()
-        .is_some_and(|e| e.contains("poison"));
-    let (status, wait, retry_after, index) = {
-        let mut s = state.lock().unwrap();
-        let faults = s.faults.clone();
-        let rng = s.rng.as_mut().unwrap();
-        let (status, wait, retry_after, what) = if !signed || event["id"] != key.as_str() {
-            (401, 0, None, "401 bad signature")
-        } else if poison {
-            (400, 0, None, "400 poison")
-        } else if rng.chance(faults.p429) {
-            if rng.chance(0.5) {
-                (429, 0, Some("1".to_owned()), "429 Retry-After seconds")
-            } else {
-                let at = chrono::Utc::now() + chrono::Duration::seconds(2);
-                let date = at.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
-                (429, 0, Some(date), "429 Retry-After date")
-            }
-        } else if rng.chance(faults.p500) {
-            (500, 0, None, "500")
-        } else if rng.chance(faults.p_drop) {
-            (
-                202,
-                0,
-                Some("drop".to_owned()),
-                "202 then the connection closed unanswered",
-            )
-        } else if rng.chance(faults.p_slow) {
-            (
-                202,
-                faults.slow_ms,
-                None,
-                "202 slower than the client timeout",
-            )
-        } else {
-            let wait = rng.below(faults.max_delay_ms + 1);
-            (202, wait, None, "202")
-        };
-        if status == 401 {
-            s.bad_signatures += 1;
-        }
-        *s.injected.entry(what).or_default() += 1;
-        s.hits.push(Hit {
-            key,
-            status,
-            answered: false,
-        });
-        (status, wait, retry_after, s.hits.len() - 1)
-    };
-    if retry_after.as_deref() == Some("drop") {
-        // Unwinding out of the handler makes the server close the connection unanswered
-        // (resume_unwind: without the panic message).
-        std::panic::resume_unwind(Box::new("the sink drops the connection"));
-    }
-    tokio::time::sleep(Duration::from_millis(wait)).await;
-    state.lock().unwrap().hits[index].answered = true;
-    let mut response = Response::builder().status(status);
-    if let Some(value) = retry_after {
-        response = response.header("Retry-After", value);
-    }
-    let text = if status == 400 { "poison row" } else { "" };
-    response.body(Body::from(text)).unwrap()
-}
-
-// ---------------------------------------------------------------------------------------------
-// The worker as a child process, killed (SIGKILL) when its guard is dropped.
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Worker {
-    Reminders,
-    Timeouts,
-}
-
-impl Worker {
-    fn command(self) -> &'static str {
-        match self {
-            Worker::Reminders => "send-reminders",
-            Worker::Timeouts => "check-timeouts",
-        }
-    }
-
-    fn kind(self) -> &'static str {
-        match self {
-            Worker::Reminders => "reminder",
-            Worker::Timeouts => "timeout_alert",
-        }
-    }
-
-    /// Two signed webhook channels to the same sink, so "one row per channel" is tested.
-    fn policy(self) -> String {
-        let section = match self {
-            Worker::Reminders => {
-                r#""reminders": {"firstAfter": "24h", "every": "48h", "maxReminders": 3, "channels": ["hook", "ops"]}"#
-            }
-            Worker::Timeouts => {
-                r#""timeout": {"after": "14d", "schedule": "0 * * * *", "channels": ["hook", "ops"]}"#
-            }
-        };
-        let hook = |name: &str| {
-            format!(
-                r#"{{"name": "{name}", "webhook": {{"urlSecretRef": {{"name": "{name}", "key": "url"}}, "signingSecretRef": {{"name": "{name}", "key": "signing"}}}}}}"#
-            )
-        };
-        format!(
-            r#"{{"database": {{"urlSecretRef": {{"name": "app-db", "key": "url"}}}}, {section}, "channels": [{}, {}]}}"#,
-            hook("hook"),
-            hook("ops")
-        )
-    }
-}
-
-const CHANNELS: [&str; 2] = ["hook", "ops"];
-
-/// A running worker process; dropping it kills the process.
-struct Proc {
-    child: Option<Child>,
-    stdout: std::path::PathBuf,
-    stderr: std::path::PathBuf,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let _ = std::fs::remove_file(&self.stdout);
-        let _ = std::fs::remove_file(&self.stderr);
-    }
-}
-
-/// How a run ended.
-#[derive(Debug)]
-struct Ended {
-    status: ExitStatus,
-    summary: Option<serde_json::Value>,
-    stderr: String,
-}
-
-impl Ended {
-    fn killed(&self) -> bool {
-        self.status.signal() == Some(9)
-    }
-
-    fn possible_duplicates(&self) -> u64 {
-        self.summary
-            .as_ref()
-            .and_then(|s| s["possibleDuplicates"].as_u64())
-            .unwrap_or(0)
-    }
-}
-
-impl Proc {
-    fn spawn(worker: Worker, db: &str, sink: &Sink, args: &[&str]) -> Self {
-        let dir = std::env::temp_dir();
-        let id = Uuid::new_v4().simple();
-        let stdout = dir.join(format!("signet-faults-{id}.out"));
-        let stderr = dir.join(format!("signet-faults-{id}.err"));
-        let child = Command::new(env!("CARGO_BIN_EXE_signet"))
-            .arg(worker.command())
-            .args(args)
-            .env_remove("SIGNET_DATABASE_URL")
-            .env("SIGNET_LOG_LEVEL", "warn")
-            .env("SIGNET_POLICY", worker.policy())
-            .env("SIGNET_SECRET_APP_DB_URL", db)
-            .env("SIGNET_SECRET_HOOK_URL", sink.url())
-            .env("SIGNET_SECRET_HOOK_SIGNING", SIGNING_KEY)
-            .env("SIGNET_SECRET_OPS_URL", sink.url())
-            .env("SIGNET_SECRET_OPS_SIGNING", SIGNING_KEY)
-            .stdin(Stdio::null())
-            .stdout(File::create(&stdout).unwrap())
-            .stderr(File::create(&stderr).unwrap())
-            .spawn()
-            .expect("signet starts");
-        Self {
-            child: Some(child),
-            stdout,
-            stderr,
-        }
-    }
-
-    /// Waits for the process to exit, killing it with SIGKILL after `kill_after`; a process
-    /// still running after [`HANG`] fails the test.
-    async fn wait(mut self, kill_after: Option<Duration>) -> Ended {
-        let started = Instant::now();
-        let child = self.child.as_mut().unwrap();
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            if kill_after.is_some_and(|k| started.elapsed() >= k) {
-                child.kill().unwrap();
-                break child.wait().unwrap();
-            }
-            assert!(started.elapsed() < HANG, "the worker hung for {HANG:?}");
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        };
-        self.child = None;
-        let stdout = std::fs::read_to_string(&self.stdout).unwrap();
-        let stderr = std::fs::read_to_string(&self.stderr).unwrap();
-        let summary = stdout
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .rfind(|v| v.get("outcome").is_some());
-        assert!(
-            !stderr.contains("panicked"),
-            "the worker panicked: {stderr}"
-        );
-        Ended {
-            status,
-            summary,
-            stderr,
-        }
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // A scenario's world: the database, the seeds and every run's summary.
@@ -483,8 +104,8 @@ impl World {
     }
 
     /// One run to its end (or its kill); the run is recorded.
-    async fn run(&mut self, sink: &Sink, args: &[&str], kill_after: Option<Duration>) -> usize {
-        let ended = self.spawn(sink, args).wait(kill_after).await;
+    async fn run(&mut self, sink: &Sink, args: &[&str], kill_now: impl FnMut() -> bool) -> usize {
+        let ended = self.spawn(sink, args).wait_or_kill(kill_now).await;
         if !ended.killed() {
             assert!(
                 matches!(ended.status.code(), Some(0 | 1)),
@@ -523,7 +144,7 @@ impl World {
         }
         for round in 1..=6 {
             testing::expire_leases(&self.store).await.unwrap();
-            let run = self.run(sink, &["--batch-size", "50"], None).await;
+            let run = self.run(sink, &["--batch-size", "50"], || false).await;
             let ended = &self.runs[run];
             assert_eq!(ended.status.code(), Some(0), "{ended:?}");
             let s = ended.summary.as_ref().unwrap();
@@ -792,14 +413,26 @@ async fn killed_at_random_points_nothing_is_lost_and_duplicates_are_counted() {
         });
         let label = format!("kill seed={seed:#x} {}", worker.command());
         let mut world = World::new(&label, worker, due, 0).await;
-        let kill_after = Duration::from_millis(20 + rng.below(900));
+        // Half the kills come after a random delay, half once the sink has seen a random
+        // number of requests (so they land mid-run however slow the machine is).
+        let started = Instant::now();
+        let (kill_after, kill_at_request) = if iteration % 2 == 0 {
+            (Some(Duration::from_millis(20 + rng.below(900))), None)
+        } else {
+            (None, Some(1 + rng.below(due as u64 * 2) as usize))
+        };
+        let kill_now = || match (kill_after, kill_at_request) {
+            (Some(after), _) => started.elapsed() >= after,
+            (_, Some(n)) => sink.requests() >= n,
+            _ => false,
+        };
         let batch = (5 + rng.below(20)).to_string();
         let concurrency = (2 + rng.below(6)).to_string();
         let run = world
             .run(
                 &sink,
                 &["--batch-size", &batch, "--concurrency", &concurrency],
-                Some(kill_after),
+                kill_now,
             )
             .await;
         let killed = world.runs[run].killed();
@@ -807,8 +440,12 @@ async fn killed_at_random_points_nothing_is_lost_and_duplicates_are_counted() {
         *phases.entry(phase).or_default() += 1;
         println!(
             "[{label}] injected: {due} due workflows x 2 channels, batch {batch}, concurrency \
-             {concurrency}, sink delay 0-30ms, SIGKILL after {kill_after:?} ({}); interrupted \
+             {concurrency}, sink delay 0-30ms, SIGKILL {} ({}); interrupted \
              {phase}: {detail}",
+            match (kill_after, kill_at_request) {
+                (Some(after), _) => format!("after {after:?}"),
+                (_, n) => format!("once the sink had {} requests", n.unwrap_or_default()),
+            },
             if killed {
                 "killed"
             } else {
@@ -847,7 +484,7 @@ async fn concurrent_workers_never_send_twice() {
         let procs: Vec<Proc> = (0..workers)
             .map(|_| world.spawn(&sink, &["--batch-size", "20", "--concurrency", "4"]))
             .collect();
-        let ended = futures::future::join_all(procs.into_iter().map(|p| p.wait(None))).await;
+        let ended = futures::future::join_all(procs.into_iter().map(|p| p.wait())).await;
         for e in &ended {
             assert_eq!(e.status.code(), Some(0), "{label}: {e:?}");
         }
@@ -893,7 +530,7 @@ async fn database_connection_cut_mid_batch() {
         let mut world = World::new(&label, worker, 200, 0).await;
         let proc = world.spawn(&sink, &["--batch-size", "10", "--concurrency", "2"]);
         let cut_after = Duration::from_millis(200 + rng.below(600));
-        let waiting = tokio::spawn(proc.wait(None));
+        let waiting = tokio::spawn(proc.wait());
         tokio::time::sleep(cut_after).await;
         let (mut cuts, mut terminated) = (0, 0);
         while !waiting.is_finished() && cuts < 200 {
@@ -953,7 +590,7 @@ async fn sink_faults_are_retried_and_poison_rows_fail_alone() {
         "1s",
     ];
     for _ in 0..2 {
-        let run = world.run(&sink, &args, None).await;
+        let run = world.run(&sink, &args, || false).await;
         let ended = &world.runs[run];
         assert_eq!(ended.status.code(), Some(0), "{ended:?}");
         println!("[{label}] faulty run: {}", ended.summary.as_ref().unwrap());
