@@ -320,3 +320,58 @@ async fn migrate_postgres_into_a_schema() {
     );
     assert_eq!(output.status.code(), Some(2));
 }
+
+#[tokio::test]
+async fn send_timeout_bounds_each_try() {
+    // A webhook receiver that accepts connections and never answers.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            held.push(stream);
+        }
+    });
+    let (db, store) = TestDatabase::new(Backend::Sqlite).await.unwrap();
+    testing::seed(&store, &[Seed::pending(25.0 * HOUR)])
+        .await
+        .unwrap();
+    store.close().await;
+    let hook = SPEC.replace(
+        r#"{"name": "console", "log": {}}"#,
+        r#"{"name": "console", "webhook": {"urlSecretRef": {"name": "hook", "key": "url"}}}"#,
+    );
+    let env = [
+        ("SIGNET_POLICY", hook.as_str()),
+        ("SIGNET_SECRET_APP_DB_URL", &db.url),
+        ("SIGNET_SECRET_HOOK_URL", &url),
+        ("SIGNET_SEND_TIMEOUT", "1s"),
+    ];
+    let output = signet(&["send-reminders"], &env);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let summary = &stdout_lines(&output)[0];
+    // Four tries of 1s (not 30s) and their backoff; left for the next run.
+    assert_eq!(
+        (&summary["retrying"], &summary["sent"]),
+        (&1.into(), &0.into()),
+        "{summary}"
+    );
+    assert!(
+        summary["durationMs"].as_u64().unwrap() < 15_000,
+        "{summary}"
+    );
+    let rows = testing::log_rows(&TestDatabase::connect(&db, None).await.unwrap())
+        .await
+        .unwrap();
+    assert!(
+        rows[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .starts_with("ProviderTimeout:"),
+        "{rows:?}"
+    );
+
+    let output = signet(&["send-reminders", "--send-timeout", "0s"], &env);
+    assert_eq!(output.status.code(), Some(2), "a zero timeout is refused");
+}

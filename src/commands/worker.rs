@@ -90,6 +90,11 @@ pub struct RunArgs {
     /// Sends in flight at most.
     #[arg(long, env = "SIGNET_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub concurrency: u16,
+
+    /// The longest one try of a send may take, response included (the HTTP client's total
+    /// timeout); a send that times out is retried, and counted as a possible duplicate.
+    #[arg(long, env = "SIGNET_SEND_TIMEOUT", default_value = "30s")]
+    pub send_timeout: crate::duration::Duration,
 }
 
 /// How `plan` prints.
@@ -203,7 +208,15 @@ impl RunArgs {
             lease: self.lease.to_std(),
             batch_size: self.batch_size,
             concurrency: usize::from(self.concurrency),
+            send_timeout: self.send_timeout.to_std(),
             ..RunOptions::default()
+        }
+    }
+
+    fn http_timeouts(&self) -> HttpTimeouts {
+        HttpTimeouts {
+            total: self.send_timeout.to_std(),
+            ..HttpTimeouts::default()
         }
     }
 }
@@ -213,7 +226,8 @@ pub async fn send_reminders(args: &SendRemindersArgs, env: EnvLookup<'_>, out: S
     let target = ReportTarget::from_env(&args.report, env);
     let started = (Instant::now(), now());
     let result = async {
-        let (spec, url, channels) = prepare(&args.policy, env, &out, Section::Reminders)?;
+        let (spec, url, channels) =
+            prepare(&args.policy, &args.run, env, &out, Section::Reminders)?;
         let run = Run::new(&spec, &channels, args.run.options())?;
         let store = connect(&url, &spec, 4).await?;
         let summary = run.send_reminders(&store).await;
@@ -239,7 +253,7 @@ pub async fn check_timeouts(args: &CheckTimeoutsArgs, env: EnvLookup<'_>, out: S
     let target = ReportTarget::from_env(&args.report, env);
     let started = (Instant::now(), now());
     let result = async {
-        let (spec, url, channels) = prepare(&args.policy, env, &out, Section::Timeouts)?;
+        let (spec, url, channels) = prepare(&args.policy, &args.run, env, &out, Section::Timeouts)?;
         let run = Timeouts::new(&spec, &channels, args.run.options())?;
         let store = connect(&url, &spec, 4).await?;
         let summary = run.check_timeouts(&store).await;
@@ -264,6 +278,7 @@ pub async fn check_timeouts(args: &CheckTimeoutsArgs, env: EnvLookup<'_>, out: S
 /// (secrets read) before connecting, so a configuration error never waits on the database.
 fn prepare(
     args: &PolicyArgs,
+    run: &RunArgs,
     env: EnvLookup<'_>,
     out: &SharedWriter,
     section: Section,
@@ -280,7 +295,7 @@ fn prepare(
     };
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let http =
-        notify::http_client(HttpTimeouts::default()).map_err(|e| Error::Config(e.to_string()))?;
+        notify::http_client(run.http_timeouts()).map_err(|e| Error::Config(e.to_string()))?;
     let channels = notify::build_channels(&spec, &names, env, &http, out)
         .map_err(|e| Error::Config(e.to_string()))?;
     Ok((spec, url, channels))

@@ -55,6 +55,10 @@ pub enum Error {
     /// The connection failed before the request was sent.
     #[error("cannot reach the provider: {0}")]
     Network(String),
+    /// The connection failed after the request was sent: the message may or may not have been
+    /// accepted.
+    #[error("the connection to the provider failed before an answer: {0}")]
+    NoAnswer(String),
     /// The channel cannot work as configured (bad address, bad URL, missing secret).
     #[error("{0}")]
     Config(String),
@@ -69,6 +73,7 @@ impl Error {
             Error::Unavailable { .. } => "ProviderUnavailable",
             Error::Timeout => "ProviderTimeout",
             Error::Network(_) => "ProviderUnreachable",
+            Error::NoAnswer(_) => "ProviderNoAnswer",
             Error::Config(_) => "ChannelMisconfigured",
         }
     }
@@ -81,7 +86,13 @@ impl Error {
                 | Error::Unavailable { .. }
                 | Error::Timeout
                 | Error::Network(_)
+                | Error::NoAnswer(_)
         )
+    }
+
+    /// Whether the try got no answer, so the provider may have accepted the message anyway.
+    pub fn is_unconfirmed(&self) -> bool {
+        matches!(self, Error::Timeout | Error::NoAnswer(_))
     }
 
     /// How long the provider asked to wait.
@@ -124,8 +135,11 @@ impl Error {
             Error::Timeout
         } else if err.is_builder() {
             Error::Config(format!("invalid request: {}", describe_reqwest(err)))
-        } else {
+        } else if err.is_connect() {
             Error::Network(describe_reqwest(err))
+        } else {
+            // Connected, then failed: the request may have reached the provider.
+            Error::NoAnswer(describe_reqwest(err))
         }
     }
 }
@@ -298,31 +312,47 @@ impl RetryPolicy {
         channel: &dyn Channel,
         messages: &[Message],
     ) -> Result<Receipt, Error> {
+        self.send_counted(channel, messages).await.0
+    }
+
+    /// [`Self::send`], also counting the tries that got no answer ([`Error::is_unconfirmed`]:
+    /// the provider may have accepted them) and were sent again: each may have gone out twice.
+    pub async fn send_counted(
+        &self,
+        channel: &dyn Channel,
+        messages: &[Message],
+    ) -> (Result<Receipt, Error>, u64) {
         self.retry(|| channel.send(messages)).await
     }
 
-    /// Sends a digest through `channel`, retrying like [`RetryPolicy::send`].
+    /// Sends a digest through `channel`, retrying and counting like [`Self::send_counted`].
     pub async fn send_digest(
         &self,
         channel: &dyn Channel,
         digest: &Digest,
-    ) -> Result<Receipt, Error> {
+    ) -> (Result<Receipt, Error>, u64) {
         self.retry(|| channel.send_digest(digest)).await
     }
 
     async fn retry<'a>(
         &self,
         send: impl Fn() -> BoxFuture<'a, Result<Receipt, Error>>,
-    ) -> Result<Receipt, Error> {
+    ) -> (Result<Receipt, Error>, u64) {
         let mut attempt = 1;
+        let mut unconfirmed = 0;
         loop {
             match send().await {
-                Ok(receipt) => return Ok(receipt),
-                Err(err) if !err.is_transient() || attempt >= self.attempts => return Err(err),
+                Ok(receipt) => return (Ok(receipt), unconfirmed),
+                Err(err) if !err.is_transient() || attempt >= self.attempts => {
+                    return (Err(err), unconfirmed);
+                }
                 Err(err) => {
                     let wait = self.backoff(attempt, err.retry_after());
                     if wait > self.max_retry_after {
-                        return Err(err);
+                        return (Err(err), unconfirmed);
+                    }
+                    if err.is_unconfirmed() {
+                        unconfirmed += 1;
                     }
                     tracing::debug!(attempt, wait_ms = wait.as_millis() as u64, error = %err, "retrying a send");
                     tokio::time::sleep(wait).await;
@@ -549,6 +579,70 @@ mod tests {
         assert_eq!(
             policy.backoff(1, Some(Duration::from_secs(2))),
             Duration::from_secs(2)
+        );
+    }
+
+    /// Answers from a script, one entry per try.
+    struct Scripted(std::sync::Mutex<Vec<Result<Receipt, Error>>>);
+
+    impl Channel for Scripted {
+        fn send<'a>(&'a self, _: &'a [Message]) -> BoxFuture<'a, Result<Receipt, Error>> {
+            let next = self.0.lock().unwrap().remove(0);
+            Box::pin(async move { next })
+        }
+    }
+
+    #[tokio::test]
+    async fn tries_without_an_answer_that_are_sent_again_are_counted() {
+        let policy = RetryPolicy {
+            base: Duration::from_millis(1),
+            ..RetryPolicy::default()
+        };
+        let unavailable = Error::from_status(503, None, "");
+        let script = |tries: Vec<Result<Receipt, Error>>| Scripted(std::sync::Mutex::new(tries));
+        // A timeout and a connection lost after sending, each possibly accepted, then a
+        // success: up to two duplicates.
+        let channel = script(vec![
+            Err(Error::Timeout),
+            Err(unavailable.clone()),
+            Err(Error::NoAnswer("connection closed".into())),
+            Ok(Receipt::default()),
+        ]);
+        assert_eq!(
+            policy.send_counted(&channel, &[]).await,
+            (Ok(Receipt::default()), 2)
+        );
+        // A connection that could not be made carried nothing.
+        let channel = script(vec![
+            Err(Error::Network("refused".into())),
+            Ok(Receipt::default()),
+        ]);
+        assert_eq!(
+            policy.send_counted(&channel, &[]).await,
+            (Ok(Receipt::default()), 0)
+        );
+        // A last try that times out is not sent again here (the next run counts it).
+        let channel = script(vec![
+            Err(unavailable.clone()),
+            Err(unavailable.clone()),
+            Err(unavailable.clone()),
+            Err(Error::Timeout),
+        ]);
+        assert_eq!(
+            policy.send_counted(&channel, &[]).await,
+            (Err(Error::Timeout), 0)
+        );
+        // Answers that say no are no duplicates.
+        let channel = script(vec![Err(unavailable.clone()), Ok(Receipt::default())]);
+        assert_eq!(
+            policy.send_counted(&channel, &[]).await,
+            (Ok(Receipt::default()), 0)
+        );
+        let unconfirmed = [Error::Timeout, Error::NoAnswer(String::new())];
+        assert_eq!(
+            crate::store::UNCONFIRMED_ERROR_PREFIXES.map(str::to_owned),
+            unconfirmed.map(|e| format!("{}:", e.reason())),
+            "recovery recognises an unanswered delivery by its error"
         );
     }
 

@@ -299,9 +299,24 @@ pub struct ClaimedDelivery {
     pub attempts: i32,
     /// A retry of an earlier run's delivery.
     pub recovered: bool,
-    /// A retry whose earlier attempt left no outcome (the worker died mid-send): the message may
-    /// already have gone out.
+    /// A retry whose earlier attempt left no outcome (the worker died mid-send, or the provider
+    /// did not answer in time): the message may already have gone out.
     pub possible_duplicate: bool,
+}
+
+/// How the error of a delivery left pending after a try that got no answer starts: the reasons
+/// of `notify::Error::Timeout` and `notify::Error::NoAnswer`. Recovering such a row counts a
+/// possible duplicate, like a row left without an outcome.
+pub const UNCONFIRMED_ERROR_PREFIXES: [&str; 2] = ["ProviderTimeout:", "ProviderNoAnswer:"];
+
+/// SQL over the log's `error` column: whether the row's last attempt may have gone out (it left
+/// no outcome, or got no answer).
+fn possible_duplicate_sql(error: &str) -> String {
+    let unanswered: String = UNCONFIRMED_ERROR_PREFIXES
+        .iter()
+        .map(|prefix| format!(" OR {error} LIKE '{prefix}%'"))
+        .collect();
+    format!("({error} IS NULL{unanswered})")
 }
 
 /// How a delivery ended.

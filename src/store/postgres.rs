@@ -258,10 +258,11 @@ static RECOVER: LazyLock<String> = LazyLock::new(|| {
           AND (cardinality($2::text[]) = 0 OR w.workflow_type = ANY($2::text[])) \
         ORDER BY r.id LIMIT $4 FOR UPDATE OF r SKIP LOCKED) \
       RETURNING l.id AS log_id, l.workflow_id, l.kind, l.sequence, l.channel, l.idempotency_key, \
-        l.attempts, l.error IS NULL AS possible_duplicate) \
+        l.attempts, {} AS possible_duplicate) \
     SELECT r.log_id, r.kind, r.sequence, r.channel, r.idempotency_key, r.attempts, \
       true AS recovered, r.possible_duplicate, {WORKFLOW_COLUMNS} \
-    FROM recovered r JOIN signature_workflows w ON w.id = r.workflow_id ORDER BY r.log_id"
+    FROM recovered r JOIN signature_workflows w ON w.id = r.workflow_id ORDER BY r.log_id",
+        super::possible_duplicate_sql("l.error")
     )
 });
 

@@ -135,7 +135,8 @@ static RECOVER: LazyLock<String> = LazyLock::new(|| {
                   OR w.workflow_type IN (SELECT value FROM json_each(?2))) \
            ORDER BY r.id LIMIT ?4) \
          RETURNING id AS log_id, workflow_id, kind, sequence, channel, idempotency_key, \
-           attempts, error IS NULL AS possible_duplicate"
+           attempts, {} AS possible_duplicate",
+        super::possible_duplicate_sql("error")
     )
 });
 

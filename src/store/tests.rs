@@ -487,6 +487,35 @@ async fn expired_leases_are_recovered(store: &Store) {
         (retried[0].attempts, retried[0].possible_duplicate),
         (3, false)
     );
+    // A try that got no answer (timed out, or the connection failed after sending) may have
+    // been accepted: a possible duplicate.
+    let mut log_id = retried[0].log_id;
+    for (attempts, error) in [
+        (4, "ProviderTimeout: the provider did not answer in time"),
+        (
+            5,
+            "ProviderNoAnswer: the connection to the provider failed before an answer: reset",
+        ),
+    ] {
+        store
+            .complete(&[(
+                log_id,
+                Outcome::Retry {
+                    error: error.into(),
+                    after: 0.0,
+                },
+            )])
+            .await
+            .unwrap();
+        testing::expire_leases(store).await.unwrap();
+        let retried = store.recover(&kinds, &[], 600.0, 100).await.unwrap();
+        assert_eq!(
+            (retried[0].attempts, retried[0].possible_duplicate),
+            (attempts, true),
+            "{error}"
+        );
+        log_id = retried[0].log_id;
+    }
     // Other kinds are not this worker's.
     testing::expire_leases(store).await.unwrap();
     assert_eq!(

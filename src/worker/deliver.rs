@@ -26,7 +26,8 @@ pub struct DeliveryCounts {
     pub sent: u64,
     /// Failed for good (the log row says why).
     pub failed: u64,
-    /// Retried deliveries whose earlier attempt left no outcome: they may have gone out twice.
+    /// Sends repeating an attempt that left no outcome (the worker died mid-send, or the
+    /// provider did not answer in time): they may have gone out twice.
     pub possible_duplicates: u64,
     /// Failed for now; a later run retries them.
     pub retrying: u64,
@@ -228,7 +229,7 @@ impl<'a> Deliverer<'a> {
                     return (delivery, None);
                 }
                 let result = retry
-                    .send(channel.as_ref(), std::slice::from_ref(&message))
+                    .send_counted(channel.as_ref(), std::slice::from_ref(&message))
                     .await;
                 (delivery, Some(result))
             })
@@ -237,7 +238,10 @@ impl<'a> Deliverer<'a> {
             .await;
         for (delivery, result) in results {
             let outcome = match result {
-                Some(result) => self.outcome(&Attempt::from(&delivery), result, counts),
+                Some((result, unconfirmed)) => {
+                    counts.possible_duplicates += unconfirmed;
+                    self.outcome(&Attempt::from(&delivery), result, counts)
+                }
                 None => lease_ran_out(counts),
             };
             outcomes.push((delivery.log_id, outcome));
@@ -276,12 +280,14 @@ impl<'a> Deliverer<'a> {
                 continue;
             }
             let channel = &self.channels[&name];
-            let result = self
+            let (result, unconfirmed) = self
                 .options
                 .retry
                 .send_digest(channel.as_ref(), &digest)
                 .await;
             for item in &items {
+                // A digest that may have gone out twice carries every item twice.
+                counts.possible_duplicates += unconfirmed;
                 let outcome = self.outcome(&item.attempt, result.clone(), counts);
                 outcomes.push((item.log_id, outcome));
             }
