@@ -262,9 +262,13 @@ static RECOVER: LazyLock<String> = LazyLock::new(|| {
     SELECT r.log_id, r.kind, r.sequence, r.channel, r.idempotency_key, r.attempts, \
       true AS recovered, r.possible_duplicate, {WORKFLOW_COLUMNS} \
     FROM recovered r JOIN signature_workflows w ON w.id = r.workflow_id ORDER BY r.log_id",
-        super::possible_duplicate_sql("l.error")
+        &*POSSIBLE_DUPLICATE
     )
 });
+
+/// Whether a recovered delivery may already have gone out (a constant fragment, built once).
+static POSSIBLE_DUPLICATE: LazyLock<String> =
+    LazyLock::new(|| super::possible_duplicate_sql("l.error"));
 
 const COMPLETE: &str = "UPDATE signature_reminder_log l \
     SET state = o.state, provider_message_id = o.provider_message_id, error = o.error, \

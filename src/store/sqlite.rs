@@ -136,9 +136,13 @@ static RECOVER: LazyLock<String> = LazyLock::new(|| {
            ORDER BY r.id LIMIT ?4) \
          RETURNING id AS log_id, workflow_id, kind, sequence, channel, idempotency_key, \
            attempts, {} AS possible_duplicate",
-        super::possible_duplicate_sql("error")
+        &*POSSIBLE_DUPLICATE
     )
 });
+
+/// Whether a recovered delivery may already have gone out (a constant fragment, built once).
+static POSSIBLE_DUPLICATE: LazyLock<String> =
+    LazyLock::new(|| super::possible_duplicate_sql("error"));
 
 static COMPLETE: LazyLock<String> = LazyLock::new(|| {
     format!(
