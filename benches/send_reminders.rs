@@ -16,7 +16,6 @@ use std::time::Instant;
 
 use common::{Sink, peak_rss, size};
 use signet::notify::{self, Channel};
-use signet::store::testing::TestDatabase;
 use signet::store::{DueQuery, Store};
 use signet::worker::{Run, RunOptions};
 use sqlx::Row;
@@ -33,11 +32,7 @@ async fn main() {
     let workflows = size("SIGNET_BENCH_WORKFLOWS", 1_000_000);
     let due = size("SIGNET_BENCH_DUE", 100_000);
 
-    let db = TestDatabase::postgres()
-        .await
-        .expect("PostgreSQL is needed for the benchmark");
-    let store = db.connect(None).await.unwrap();
-    store.migrate().await.unwrap();
+    let (_db, store) = common::fresh_postgres().await;
     let Store::Postgres(pg) = &store else {
         unreachable!()
     };

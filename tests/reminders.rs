@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use common::Reply;
-use common::worker::{HOUR, Harness, options};
+use common::worker::{HOUR, Harness, on_both, options};
 use signet::store::testing::{self, Backend, Seed};
 use signet::worker::{Run, RunSummary};
 
@@ -17,26 +17,6 @@ fn counts(s: &RunSummary) -> (u64, u64, u64, u64) {
 
 const REMINDERS: &str =
     "  reminders: {firstAfter: 24h, every: 48h, maxReminders: 3, channels: [console]}";
-
-/// Runs each test body once per backend.
-macro_rules! on_both {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test]
-            async fn postgres() {
-                let Some(h) = super::Harness::new(super::Backend::Postgres).await else { return };
-                super::$name(&h).await;
-                h.store.close().await;
-            }
-            #[tokio::test]
-            async fn sqlite() {
-                let h = super::Harness::new(super::Backend::Sqlite).await.unwrap();
-                super::$name(&h).await;
-                h.store.close().await;
-            }
-        }
-    )*};
-}
 
 on_both!(
     reminds_due_pending_workflows_once,

@@ -4,7 +4,7 @@
 mod common;
 
 use common::Reply;
-use common::worker::{HOUR, Harness, options};
+use common::worker::{HOUR, Harness, on_both, options};
 use signet::store::testing::{self, Backend, Seed};
 use signet::worker::{TimeoutSummary, Timeouts};
 
@@ -22,26 +22,6 @@ fn counts(s: &TimeoutSummary) -> (u64, u64, u64, u64) {
 
 fn timeout(channels: &str) -> String {
     format!("  timeout: {{after: 14d, schedule: \"0 * * * *\", channels: [{channels}]}}")
-}
-
-/// Runs each test body once per backend.
-macro_rules! on_both {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test]
-            async fn postgres() {
-                let Some(h) = super::Harness::new(super::Backend::Postgres).await else { return };
-                super::$name(&h).await;
-                h.store.close().await;
-            }
-            #[tokio::test]
-            async fn sqlite() {
-                let h = super::Harness::new(super::Backend::Sqlite).await.unwrap();
-                super::$name(&h).await;
-                h.store.close().await;
-            }
-        }
-    )*};
 }
 
 on_both!(
@@ -148,26 +128,11 @@ async fn a_failed_alert_is_retried_without_timing_out_again(h: &Harness) {
 }
 
 async fn an_alert_interrupted_mid_send_is_finished_and_counted(h: &Harness) {
-    use signet::store::{TimeoutCursor, TimeoutQuery};
     let spec = h.policy(&timeout("console"));
     let s = Seed::pending(15.0 * DAY);
     h.seed(std::slice::from_ref(&s)).await;
     // A worker timed the row out, logged its alert, and died before recording the send.
-    let query = TimeoutQuery {
-        workflow_types: vec![],
-        timeout_after: 14.0 * DAY,
-    };
-    let taken = h
-        .store
-        .time_out(
-            &query,
-            &mut TimeoutCursor::default(),
-            &["console".into()],
-            900.0,
-            10,
-        )
-        .await
-        .unwrap();
+    let taken = time_out_without_sending(h).await;
     assert_eq!((taken.workflows.len(), taken.alerts.len()), (1, 1));
 
     // While its lease holds, nobody else sends it.
@@ -193,6 +158,26 @@ async fn a_policy_without_timeout_does_nothing(h: &Harness) {
         .unwrap();
     assert_eq!(counts(&run), (0, 0, 0, 0));
     assert!(testing::timed_out(&h.store).await.unwrap().is_empty());
+}
+
+/// Times out what has expired and logs its `console` alerts, as a worker that dies before
+/// sending them would.
+async fn time_out_without_sending(h: &Harness) -> signet::store::TimedOut {
+    use signet::store::{TimeoutCursor, TimeoutQuery};
+    let query = TimeoutQuery {
+        workflow_types: vec![],
+        timeout_after: 14.0 * DAY,
+    };
+    h.store
+        .time_out(
+            &query,
+            &mut TimeoutCursor::default(),
+            &["console".into()],
+            900.0,
+            10,
+        )
+        .await
+        .unwrap()
 }
 
 async fn sqlite_harness() -> Harness {
@@ -252,25 +237,11 @@ async fn email_alerts_go_to_the_channels_own_recipients() {
 
 #[tokio::test]
 async fn a_recovered_alert_for_a_workflow_reopened_by_the_application_is_skipped() {
-    use signet::store::{TimeoutCursor, TimeoutQuery};
     let h = sqlite_harness().await;
     let spec = h.policy(&timeout("console"));
     let s = Seed::pending(15.0 * DAY);
     h.seed(std::slice::from_ref(&s)).await;
-    let query = TimeoutQuery {
-        workflow_types: vec![],
-        timeout_after: 14.0 * DAY,
-    };
-    h.store
-        .time_out(
-            &query,
-            &mut TimeoutCursor::default(),
-            &["console".into()],
-            900.0,
-            10,
-        )
-        .await
-        .unwrap();
+    time_out_without_sending(&h).await;
     // The application cancelled the workflow after Signet timed it out.
     testing::execute(
         &h.store,

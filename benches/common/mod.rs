@@ -16,6 +16,16 @@ pub fn size(var: &str, default: i64) -> i64 {
         .unwrap_or(default)
 }
 
+/// A fresh, migrated PostgreSQL database (dropped with the handle) and a store on it.
+pub async fn fresh_postgres() -> (signet::store::testing::TestDatabase, signet::store::Store) {
+    let db = signet::store::testing::TestDatabase::postgres()
+        .await
+        .expect("PostgreSQL is needed for the benchmark");
+    let store = db.connect(None).await.unwrap();
+    store.migrate().await.unwrap();
+    (db, store)
+}
+
 /// A SignaturePolicy spec from its lines after `database`, admitted like `signet validate`.
 pub fn policy(sections: &str) -> signet::crd::SignaturePolicySpec {
     let yaml = format!(

@@ -17,7 +17,9 @@ use crate::crd::{RunOutcome, SignaturePolicySpec};
 use crate::notify::{self, EnvLookup, HttpTimeouts, log::SharedWriter};
 use crate::store::{ConnectOptions, Store};
 use crate::worker::report::{self, ReportArgs, ReportTarget, SectionRun};
-use crate::worker::{self, Error, Run, RunOptions, Timeouts, channels_by_kind};
+use crate::worker::{
+    self, Error, Run, RunOptions, RunSummary, TimeoutSummary, Timeouts, channels_by_kind,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 /// The channels of a run by name.
@@ -235,17 +237,15 @@ pub async fn send_reminders(args: &SendRemindersArgs, env: EnvLookup<'_>, out: S
         summary
     }
     .await;
-    let (line, outcome, code) = finish(
-        started.0,
-        result
-            .as_ref()
-            .map(|s| (s.outcome(), serde_json::to_value(s))),
+    conclude(
+        &target,
+        started,
+        result,
+        RunSummary::outcome,
+        SectionRun::reminders,
         &out,
-    );
-    let summary = result.unwrap_or_default();
-    let run = SectionRun::reminders(target.job.clone(), started.1, now(), outcome, &summary);
-    report::publish(&target, &run, &line).await;
-    code
+    )
+    .await
 }
 
 /// `signet check-timeouts`: one run; writes the summary line to `out`; returns the exit code.
@@ -261,17 +261,15 @@ pub async fn check_timeouts(args: &CheckTimeoutsArgs, env: EnvLookup<'_>, out: S
         summary
     }
     .await;
-    let (line, outcome, code) = finish(
-        started.0,
-        result
-            .as_ref()
-            .map(|s| (s.outcome(), serde_json::to_value(s))),
+    conclude(
+        &target,
+        started,
+        result,
+        TimeoutSummary::outcome,
+        SectionRun::timeouts,
         &out,
-    );
-    let summary = result.unwrap_or_default();
-    let run = SectionRun::timeouts(target.job.clone(), started.1, now(), outcome, &summary);
-    report::publish(&target, &run, &line).await;
-    code
+    )
+    .await
 }
 
 /// The policy, the database URL and the channels of a section's run: everything checked
@@ -299,6 +297,29 @@ fn prepare(
     let channels = notify::build_channels(&spec, &names, env, &http, out)
         .map_err(|e| Error::Config(e.to_string()))?;
     Ok((spec, url, channels))
+}
+
+/// Ends a run: prints its summary line, publishes it (status, termination message, Pushgateway)
+/// and returns the exit code.
+async fn conclude<S: serde::Serialize + Default>(
+    target: &ReportTarget,
+    started: (Instant, Time),
+    result: Result<S, Error>,
+    outcome: impl Fn(&S) -> RunOutcome,
+    section_run: impl Fn(String, Time, Time, RunOutcome, &S) -> SectionRun,
+    out: &SharedWriter,
+) -> u8 {
+    let (line, run_outcome, code) = finish(
+        started.0,
+        result
+            .as_ref()
+            .map(|s| (outcome(s), serde_json::to_value(s))),
+        out,
+    );
+    let summary = result.unwrap_or_default();
+    let run = section_run(target.job.clone(), started.1, now(), run_outcome, &summary);
+    report::publish(target, &run, &line).await;
+    code
 }
 
 /// Writes the summary line; returns it with the run's outcome and exit code.

@@ -138,3 +138,29 @@ pub fn options() -> RunOptions {
         ..RunOptions::default()
     }
 }
+
+/// Runs each named test body (`async fn name(h: &Harness)`) once per backend, as two tests
+/// `name::postgres` and `name::sqlite`.
+#[allow(unused_macros)] // not every test binary that includes `common` uses it
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            use $crate::common::worker::Harness;
+            use signet::store::testing::Backend;
+            #[tokio::test]
+            async fn postgres() {
+                let Some(h) = Harness::new(Backend::Postgres).await else { return };
+                super::$name(&h).await;
+                h.store.close().await;
+            }
+            #[tokio::test]
+            async fn sqlite() {
+                let h = Harness::new(Backend::Sqlite).await.unwrap();
+                super::$name(&h).await;
+                h.store.close().await;
+            }
+        }
+    )*};
+}
+#[allow(unused_imports)]
+pub(crate) use on_both;
