@@ -43,17 +43,25 @@ impl SendGrid {
             .iter()
             .map(|mailbox| {
                 let (name, email) = split_mailbox(mailbox);
+                // A bad address in a row fails that delivery here, with a reason, rather than
+                // costing an API call that SendGrid refuses with a 400.
+                email
+                    .parse::<lettre::Address>()
+                    .map_err(|e| Error::Rejected {
+                        status: None,
+                        message: format!("{email:?} is not an email address: {e}"),
+                    })?;
                 let name = name.or_else(|| {
                     (message.kind.is_for_signer())
                         .then(|| message.signer_name.clone())
                         .flatten()
                 });
-                match name {
+                Ok(match name {
                     Some(name) => json!({"email": email, "name": name}),
                     None => json!({"email": email}),
-                }
+                })
             })
-            .collect();
+            .collect::<Result<_, Error>>()?;
         if to.is_empty() {
             return Err(Error::Config(
                 "an alert through SendGrid needs the channel's `to` list".into(),
