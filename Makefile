@@ -86,3 +86,4 @@ e2e:
 bench:
 	$(CARGO) bench --locked --bench reconcile
 	$(CARGO) bench --locked --bench send_reminders
+	$(CARGO) bench --locked --bench check_timeouts
