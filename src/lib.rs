@@ -20,3 +20,18 @@ pub mod store;
 pub mod templates;
 pub mod validation;
 pub mod worker;
+
+/// An error and its causes as one line, leaving out causes whose text it already shows.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

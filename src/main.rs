@@ -202,7 +202,7 @@ fn main() -> ExitCode {
     match run(cli.command) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("signet: {}", error_chain(err.as_ref()));
+            eprintln!("signet: {}", signet::error_chain(err.as_ref()));
             ExitCode::FAILURE
         }
     }
@@ -269,21 +269,6 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             ))))
         }
     }
-}
-
-/// The error and its causes, leaving out causes its text already shows.
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

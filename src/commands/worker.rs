@@ -46,9 +46,9 @@ pub struct PolicyArgs {
     pub database_url: Option<String>,
 }
 
-/// `signet send-reminders` options.
+/// The options of a worker run (`send-reminders` and `check-timeouts` take the same).
 #[derive(Clone, Debug, clap::Args)]
-pub struct SendRemindersArgs {
+pub struct WorkerRunArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub policy: PolicyArgs,
@@ -61,22 +61,12 @@ pub struct SendRemindersArgs {
     #[allow(missing_docs)]
     pub report: ReportArgs,
 }
+
+/// `signet send-reminders` options.
+pub type SendRemindersArgs = WorkerRunArgs;
 
 /// `signet check-timeouts` options.
-#[derive(Clone, Debug, clap::Args)]
-pub struct CheckTimeoutsArgs {
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub policy: PolicyArgs,
-
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub run: RunArgs,
-
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub report: ReportArgs,
-}
+pub type CheckTimeoutsArgs = WorkerRunArgs;
 
 /// How a run works through its rows (both workers).
 #[derive(Clone, Debug, clap::Args)]

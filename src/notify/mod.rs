@@ -148,18 +148,7 @@ impl Error {
 /// whole URL (path, query, credentials) into its message, and a Slack or webhook URL, or a URL
 /// with a password, is a secret.
 pub fn describe_reqwest(err: reqwest::Error) -> String {
-    let err = err.without_url();
-    let mut text = err.to_string();
-    let mut source = std::error::Error::source(&err);
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
+    crate::error_chain(&err.without_url())
 }
 
 /// One delivery, rendered: what a channel sends.
