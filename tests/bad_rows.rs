@@ -88,7 +88,7 @@ async fn a_bad_row_fails_alone(h: &Harness) {
     assert!(
         mails
             .iter()
-            .all(|m| !m.data.to_lowercase().contains("bcc")
+            .all(|m| !m.data.to_lowercase().contains("\nbcc:")
                 && !m.to.iter().any(|t| t.contains("evil"))),
         "{mails:?}"
     );
