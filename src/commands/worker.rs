@@ -17,9 +17,7 @@ use crate::crd::{RunOutcome, SignaturePolicySpec};
 use crate::notify::{self, EnvLookup, HttpTimeouts, log::SharedWriter};
 use crate::store::{ConnectOptions, Store};
 use crate::worker::report::{self, ReportArgs, ReportTarget, SectionRun};
-use crate::worker::{
-    self, Error, Run, RunOptions, RunSummary, TimeoutSummary, Timeouts, channels_by_kind,
-};
+use crate::worker::{self, Error, Run, RunOptions, RunSummary, TimeoutSummary, Timeouts};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 /// The channels of a run by name.
@@ -273,15 +271,7 @@ fn prepare(
 ) -> Result<(SignaturePolicySpec, String, ChannelMap), Error> {
     let spec = load_policy(args).map_err(Error::Config)?;
     let url = database_url(args, &spec, env).map_err(Error::Config)?;
-    let names: Vec<String> = match section {
-        Section::Reminders => channels_by_kind(&spec).into_values().flatten().collect(),
-        Section::Timeouts => spec
-            .timeout
-            .as_ref()
-            .map(|t| t.channels.clone())
-            .unwrap_or_default(),
-    };
-    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let names: Vec<&str> = section.channels(&spec).into_iter().collect();
     let http =
         notify::http_client(run.http_timeouts()).map_err(|e| Error::Config(e.to_string()))?;
     let channels = notify::build_channels(&spec, &names, env, &http, out)

@@ -2,7 +2,7 @@
 //! RoleBinding exactly as they should exist. No API calls; `signet render` prints these and the
 //! reconciler applies them.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::TimeZone;
@@ -396,22 +396,7 @@ fn plain(name: &str, value: String) -> EnvVar {
 /// The secrets one worker needs: the database, and the channels its section uses (least
 /// privilege: the timeouts worker never sees the signers' email API key unless it alerts by it).
 pub fn section_secrets(spec: &SignaturePolicySpec, section: Section) -> Vec<SecretKeyRef> {
-    let channel_names: BTreeSet<&str> = match section {
-        Section::Reminders => spec
-            .reminders
-            .iter()
-            .flat_map(|r| &r.channels)
-            .chain(spec.expiry_warning.iter().flat_map(|w| &w.channels))
-            .chain(spec.escalation.iter().flat_map(|e| &e.channels))
-            .map(String::as_str)
-            .collect(),
-        Section::Timeouts => spec
-            .timeout
-            .iter()
-            .flat_map(|t| &t.channels)
-            .map(String::as_str)
-            .collect(),
-    };
+    let channel_names = section.channels(spec);
     let mut secrets = vec![spec.database.url_secret_ref.clone()];
     for channel in spec
         .channels

@@ -2,7 +2,11 @@
 //! (it appends an 11-character suffix to name Jobs) and Job names to 63; longer names are
 //! truncated and made unique again with a short hash of the full name.
 
+use std::collections::BTreeSet;
+
 use sha2::{Digest, Sha256};
+
+use crate::crd::SignaturePolicySpec;
 
 /// Longest CronJob name Kubernetes accepts.
 pub const MAX_CRONJOB_NAME: usize = 52;
@@ -27,6 +31,26 @@ impl Section {
         match self {
             Section::Reminders => "reminders",
             Section::Timeouts => "timeouts",
+        }
+    }
+
+    /// The channels this section's worker sends through (their secrets are all it gets).
+    pub fn channels(self, spec: &SignaturePolicySpec) -> BTreeSet<&str> {
+        match self {
+            Section::Reminders => spec
+                .reminders
+                .iter()
+                .flat_map(|r| &r.channels)
+                .chain(spec.expiry_warning.iter().flat_map(|w| &w.channels))
+                .chain(spec.escalation.iter().flat_map(|e| &e.channels))
+                .map(String::as_str)
+                .collect(),
+            Section::Timeouts => spec
+                .timeout
+                .iter()
+                .flat_map(|t| &t.channels)
+                .map(String::as_str)
+                .collect(),
         }
     }
 

@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use super::deliver::{Deliverer, DeliveryCounts, Digests};
 use super::{Error, Progress, RunOptions};
+use crate::controller::names::Section;
 use crate::crd::SignaturePolicySpec;
 use crate::notify::Channel;
 use crate::store::{NoticeKind, Store, TimeoutCursor, TimeoutQuery};
@@ -51,11 +52,11 @@ impl<'a> Timeouts<'a> {
         channels: &'a BTreeMap<String, Arc<dyn Channel>>,
         options: RunOptions,
     ) -> Result<Self, Error> {
-        let routes = spec
-            .timeout
-            .as_ref()
-            .map(|t| t.channels.clone())
-            .unwrap_or_default();
+        let routes: Vec<String> = Section::Timeouts
+            .channels(spec)
+            .into_iter()
+            .map(String::from)
+            .collect();
         let deliverer = Deliverer::new(spec, channels, &routes, options)?;
         let query = spec.timeout.as_ref().map(|t| TimeoutQuery {
             workflow_types: spec.workflow_types(),
