@@ -222,6 +222,19 @@ impl Digest {
         }
     }
 
+    /// Takes back a notification of `kind` counted earlier (and listed, if its log row is
+    /// `log_id`).
+    pub fn remove(&mut self, kind: NoticeKind, log_id: i64) {
+        self.total = self.total.saturating_sub(1);
+        if let Some(n) = self.by_kind.get_mut(&kind) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.by_kind.remove(&kind);
+            }
+        }
+        self.sample.retain(|m| m.log_id != log_id);
+    }
+
     /// The digest of `messages`.
     pub fn from_messages(messages: &[Message]) -> Self {
         let mut digest = Self::default();
@@ -632,6 +645,53 @@ mod tests {
             crate::store::UNCONFIRMED_ERROR_PREFIXES.map(str::to_owned),
             unconfirmed.map(|e| format!("{}:", e.reason())),
             "recovery recognises an unanswered delivery by its error"
+        );
+    }
+
+    #[test]
+    fn a_digest_lists_the_first_items_counts_all_and_takes_items_back() {
+        let message = |log_id: i64, kind: NoticeKind| Message {
+            log_id,
+            kind,
+            sequence: 1,
+            workflow_id: Uuid::nil(),
+            workflow_type: "nda".into(),
+            signer_email: "a@example.com".into(),
+            signer_name: None,
+            document_title: None,
+            signing_url: None,
+            deadline: None,
+            idempotency_key: format!("k{log_id}"),
+            content: Rendered::default(),
+        };
+        let mut digest = Digest::default();
+        for id in 0..12 {
+            let kind = if id % 2 == 0 {
+                NoticeKind::TimeoutAlert
+            } else {
+                NoticeKind::Escalation
+            };
+            let listed = digest.wants_sample().then(|| message(id, kind));
+            digest.add(kind, listed);
+        }
+        assert_eq!(digest.total, 12);
+        assert_eq!(digest.sample.len(), slack::DIGEST_ITEMS);
+        digest.remove(NoticeKind::TimeoutAlert, 0);
+        digest.remove(NoticeKind::TimeoutAlert, 10);
+        assert_eq!(digest.total, 10);
+        assert_eq!(
+            digest.by_kind,
+            BTreeMap::from([(NoticeKind::Escalation, 6), (NoticeKind::TimeoutAlert, 4)])
+        );
+        let listed: Vec<i64> = digest.sample.iter().map(|m| m.log_id).collect();
+        assert_eq!(listed, (1..10).collect::<Vec<_>>());
+        for id in [2, 4, 6, 8] {
+            digest.remove(NoticeKind::TimeoutAlert, id);
+        }
+        assert_eq!(
+            digest.by_kind,
+            BTreeMap::from([(NoticeKind::Escalation, 6)]),
+            "a kind with nothing left is not listed"
         );
     }
 

@@ -47,7 +47,7 @@ pub(super) struct Digests {
 #[derive(Default)]
 struct HeldDigest {
     items: Vec<Held>,
-    sample: Vec<Message>,
+    digest: Digest,
 }
 
 /// A claimed delivery kept for a digest.
@@ -199,9 +199,8 @@ impl<'a> Deliverer<'a> {
                     .by_channel
                     .entry(delivery.channel.clone())
                     .or_default();
-                if held.sample.len() < notify::slack::DIGEST_ITEMS {
-                    held.sample.push(self.fields(&delivery));
-                }
+                let listed = held.digest.wants_sample().then(|| self.fields(&delivery));
+                held.digest.add(delivery.kind, listed);
                 held.items.push(Held {
                     log_id: delivery.log_id,
                     kind: delivery.kind,
@@ -260,22 +259,14 @@ impl<'a> Deliverer<'a> {
         let window = self.options.send_window();
         let mut outcomes = Vec::new();
         for (name, held) in digests.by_channel {
-            let (items, late): (Vec<Held>, Vec<Held>) = held
-                .items
+            let HeldDigest { items, mut digest } = held;
+            let (items, late): (Vec<Held>, Vec<Held>) = items
                 .into_iter()
                 .partition(|item| item.claimed_at.elapsed() <= window);
             for item in late {
+                digest.remove(item.kind, item.log_id);
                 outcomes.push((item.log_id, lease_ran_out(counts)));
             }
-            let mut digest = Digest::default();
-            for item in &items {
-                digest.add(item.kind, None);
-            }
-            digest.sample = held
-                .sample
-                .into_iter()
-                .filter(|m| items.iter().any(|i| i.log_id == m.log_id))
-                .collect();
             if items.is_empty() {
                 continue;
             }
