@@ -293,7 +293,7 @@ async fn a_walk_meets_each_due_workflow_once(store: &Store) {
     // Without the expiry warning, rows due only for it drop out.
     let mut no_warning = query();
     no_warning.expiry_warning_before = None;
-    let due = sorted(vec![
+    let due_without_warning = sorted(vec![
         first.id,
         first_tie.id,
         second.id,
@@ -302,8 +302,11 @@ async fn a_walk_meets_each_due_workflow_once(store: &Store) {
         first_and_warning.id,
         second_and_warning.id,
     ]);
-    assert_eq!(ids(store, &no_warning).await, due);
-    assert_eq!(sorted(walk(store, &no_warning, 2).await), due);
+    assert_eq!(ids(store, &no_warning).await, due_without_warning);
+    assert_eq!(
+        sorted(walk(store, &no_warning, 2).await),
+        due_without_warning
+    );
 
     // A walk that claims as it goes still meets each workflow once.
     let mut cursor = DueCursor::default();
@@ -321,20 +324,7 @@ async fn a_walk_meets_each_due_workflow_once(store: &Store) {
         met.extend(page);
     }
     assert_eq!(met.len(), 9);
-    assert_eq!(
-        sorted(met),
-        sorted(vec![
-            first.id,
-            first_tie.id,
-            second.id,
-            second_unrecorded.id,
-            escalation.id,
-            own_deadline.id,
-            first_and_warning.id,
-            second_and_warning.id,
-            policy_deadline.id,
-        ])
-    );
+    assert_eq!(sorted(met), due);
     assert_eq!(
         walk(store, &q, 100).await,
         Vec::<Uuid>::new(),
