@@ -85,7 +85,8 @@ async fn main() {
         "\nrunning check-timeouts: chunk {}, one Slack digest",
         options.batch_size
     );
-    let run = Timeouts::new(&spec, &channels, options).unwrap();
+    let policy = signet::policy::Policy::parse(&spec).unwrap();
+    let run = Timeouts::new(&policy, &channels, options).unwrap();
     let started = Instant::now();
     let summary = run.check_timeouts(&store).await.unwrap();
     let elapsed = started.elapsed().as_secs_f64();

@@ -20,14 +20,14 @@ use kube::runtime::events::Reporter;
 use kube::runtime::watcher;
 use serde_json::{Value, json};
 use signet::admission::Admission;
-use signet::admission::files::parse_documents;
 use signet::controller::build::{self, WorkerSettings};
 use signet::controller::metrics::Metrics;
 use signet::controller::reconcile::{Context, Stores, reconcile};
 use signet::controller::staleness::Report;
 use signet::controller::status::{self, Outcome};
 use signet::crd::SignaturePolicy;
-use signet::validation::ValidPolicy;
+use signet::manifests::parse_documents;
+use signet::policy::ValidPolicy;
 
 #[derive(Default)]
 struct Counts {

@@ -16,7 +16,8 @@ use std::time::Instant;
 
 use common::{Sink, peak_rss, size};
 use signet::notify::{self, Channel};
-use signet::store::{DueQuery, Store};
+use signet::policy::Policy;
+use signet::store::Store;
 use signet::worker::{Run, RunOptions};
 use sqlx::Row;
 
@@ -71,8 +72,8 @@ async fn main() {
     let channels: BTreeMap<String, Arc<dyn Channel>> =
         notify::build_channels(&spec, &["mail"], &env, &http, &notify::log::stdout()).unwrap();
 
-    let timing = signet::due::Timing::from_spec(&spec).unwrap();
-    let query = DueQuery::new(&[], &timing).unwrap();
+    let policy = Policy::parse(&spec).unwrap();
+    let query = policy.due_query().unwrap();
     println!(
         "\nEXPLAIN (ANALYZE, BUFFERS) of the due query, first page of 500 of each branch walked:"
     );
@@ -90,7 +91,7 @@ async fn main() {
         "\nrunning send-reminders: batch {}, concurrency {}",
         options.batch_size, options.concurrency
     );
-    let run = Run::new(&spec, &channels, options).unwrap();
+    let run = Run::new(&policy, &channels, options).unwrap();
     let started = Instant::now();
     let summary = run.send_reminders(&store).await.unwrap();
     let elapsed = started.elapsed().as_secs_f64();

@@ -12,13 +12,12 @@ pub mod commands;
 pub mod constants;
 pub mod controller;
 pub mod crd;
-pub mod due;
 pub mod duration;
+pub mod manifests;
 pub mod notify;
+pub mod policy;
 pub mod schedule;
 pub mod store;
-pub mod templates;
-pub mod validation;
 pub mod worker;
 
 /// An error and its causes as one line, leaving out causes whose text it already shows.

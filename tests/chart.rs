@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
-use signet::admission::files::parse_documents;
+use signet::manifests::parse_documents;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const RELEASE: &str = "signet";

@@ -3,11 +3,11 @@
 
 use k8s_openapi::api::batch::v1::CronJob;
 use signet::admission::Admission;
-use signet::admission::files::parse_documents;
 use signet::controller::build::{Desired, WorkerSettings, desired};
 use signet::controller::names::Section;
 use signet::crd::SignaturePolicy;
-use signet::validation::ValidPolicy;
+use signet::manifests::parse_documents;
+use signet::policy::ValidPolicy;
 
 fn settings() -> WorkerSettings {
     WorkerSettings {

@@ -15,7 +15,6 @@ use kube::runtime::events::Reporter;
 use kube::runtime::watcher;
 use serde_json::{Value, json};
 use signet::admission::Admission;
-use signet::admission::files::parse_documents;
 use signet::controller::build::{self, WorkerSettings};
 use signet::controller::cache::OwnedIndex;
 use signet::controller::metrics::Metrics;
@@ -26,7 +25,8 @@ use signet::crd::{
     ReminderRun, RemindersStatus, RunOutcome, SignaturePolicy, SignaturePolicyStatus,
     TimeoutsStatus,
 };
-use signet::validation::ValidPolicy;
+use signet::manifests::parse_documents;
+use signet::policy::ValidPolicy;
 use tower_test::mock::{self, Handle};
 
 type ApiHandle = Handle<Request<Body>, Response<Body>>;

@@ -3,7 +3,7 @@
 //! evaluating them, not by looking for them.
 
 use signet::admission::Admission;
-use signet::admission::files::parse_documents;
+use signet::manifests::parse_documents;
 
 const HEAD: &str =
     "apiVersion: signet.dev/v1alpha1\nkind: SignaturePolicy\nmetadata: {name: p, namespace: ns}\n";

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use signet::admission::Admission;
-use signet::admission::files::parse_documents;
+use signet::manifests::parse_documents;
 
 fn yaml_files(dir: &str) -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);

@@ -24,11 +24,11 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use signet::admission::Admission;
-use signet::admission::files::parse_documents;
 use signet::controller::build;
 use signet::controller::reconcile::{BACKOFF_BASE, BACKOFF_CAP, contains, error_policy, reconcile};
 use signet::crd::SignaturePolicy;
-use signet::validation::ValidPolicy;
+use signet::manifests::parse_documents;
+use signet::policy::ValidPolicy;
 
 use controller_driver::{Driver, policy_key, requeue_after, settings};
 use fake_api::{Counted, FakeApi, Faults, RUN_NOW};

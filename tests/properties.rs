@@ -13,8 +13,8 @@ use signet::admission::Admission;
 use signet::commands::worker::{PolicyArgs, load_policy};
 use signet::crd::{SignaturePolicy, SignaturePolicySpec};
 use signet::duration::Duration;
+use signet::policy::{templates, validate};
 use signet::schedule::{Schedule, ScheduleError};
-use signet::{templates, validation};
 
 /// Compiled once: compiling the schema and its CEL rules is the slow part of admission.
 static ADMISSION: LazyLock<Admission> = LazyLock::new(Admission::new);
@@ -251,10 +251,10 @@ proptest! {
 // Time zones, clock times and mailboxes
 
 /// Errors of `validate` for the full example with `time_zone` as its zone.
-fn zone_errors(time_zone: &str) -> Vec<validation::FieldError> {
+fn zone_errors(time_zone: &str) -> Vec<validate::FieldError> {
     let mut spec = full_spec();
     spec.time_zone = time_zone.to_owned();
-    validation::validate(&spec).err().unwrap_or_default()
+    validate::validate(&spec).err().unwrap_or_default()
 }
 
 proptest! {
@@ -276,7 +276,7 @@ proptest! {
 
     #[test]
     fn clock_times_parse_only_as_hh_mm(text in prop_oneof![any::<String>(), "[0-9:+ -]{0,6}", "[+0-9]{2}:[+0-9]{2}"]) {
-        if let Some(minutes) = validation::parse_clock(&text) {
+        if let Some(minutes) = validate::parse_clock(&text) {
             prop_assert!(minutes < 24 * 60);
             prop_assert_eq!(text, format!("{:02}:{:02}", minutes / 60, minutes % 60));
         }
@@ -286,7 +286,7 @@ proptest! {
     fn mailboxes_are_accepted_or_refused_with_the_address_named(
         text in prop_oneof![any::<String>(), "[a-z<>@. \",;-]{0,24}", "[a-z]{1,8}@[a-z]{1,8}\\.[a-z]{2,3}"],
     ) {
-        if let Err(message) = validation::check_mailbox(&text) {
+        if let Err(message) = validate::check_mailbox(&text) {
             prop_assert!(message.starts_with(&format!("{text:?} is not an email address: ")), "{}", message);
         }
     }
@@ -406,7 +406,7 @@ proptest! {
         let renderer = templates::Renderer::new(&spec).map_err(TestCaseError::fail)?;
         // Rendering may fail (a filter on the wrong type), but with a message, and in bounded time.
         let rendered = within(StdDuration::from_secs(20), move || {
-            renderer.render(signet::store::NoticeKind::Reminder, &context())
+            renderer.render(signet::policy::NoticeKind::Reminder, &context())
         });
         if let Err(message) = rendered {
             prop_assert!(message.starts_with("template reminder."), "{}", message);
@@ -501,7 +501,7 @@ const CEL_SKIPPED: &str = "CEL validation rules were not checked because of the 
 /// Admission of `object`; every refusal must name a field under `spec` (bar the CEL note).
 fn assert_refusals_name_spec_fields(
     object: Value,
-) -> Result<Vec<validation::FieldError>, TestCaseError> {
+) -> Result<Vec<validate::FieldError>, TestCaseError> {
     let verdict = ADMISSION.check(object);
     for error in &verdict.errors {
         prop_assert!(

@@ -193,9 +193,10 @@ async fn send_window_in_the_signers_zone(h: &Harness) {
     h.seed(&[utc.clone(), tokyo.clone(), unknown_zone.clone()])
         .await;
 
-    let plan = signet::worker::plan::plan(&h.store, &spec, 2)
-        .await
-        .unwrap();
+    let plan =
+        signet::worker::plan::plan(&h.store, &signet::policy::Policy::parse(&spec).unwrap(), 2)
+            .await
+            .unwrap();
     assert_eq!((plan.send, plan.held), (4, 2), "{plan:#?}");
     let held: Vec<_> = plan
         .deliveries
@@ -240,12 +241,14 @@ async fn a_delivery_interrupted_mid_send_is_finished_and_counted(h: &Harness) {
     let s = Seed::pending(25.0 * HOUR);
     h.seed(std::slice::from_ref(&s)).await;
     // A run claimed it (log row pending, leased) and died before recording the outcome.
-    let query =
-        signet::store::DueQuery::new(&[], &signet::due::Timing::from_spec(&spec).unwrap()).unwrap();
+    let query = signet::policy::Policy::parse(&spec)
+        .unwrap()
+        .due_query()
+        .unwrap();
     let claimed = h
         .store
         .claim(
-            signet::store::NoticeKind::Reminder,
+            signet::policy::NoticeKind::Reminder,
             &[s.id],
             &["hook".to_owned()],
             &query,
@@ -338,8 +341,9 @@ async fn postgres_concurrent_runs_send_each_notification_once() {
     h.seed(&seeds).await;
     let channels = h.channels(&spec);
     let second_store = h.db.connect(None).await.unwrap();
-    let run_a = Run::new(&spec, &channels, options()).unwrap();
-    let run_b = Run::new(&spec, &channels, options()).unwrap();
+    let policy = signet::policy::Policy::parse(&spec).unwrap();
+    let run_a = Run::new(&policy, &channels, options()).unwrap();
+    let run_b = Run::new(&policy, &channels, options()).unwrap();
     let (a, b) = tokio::join!(
         run_a.send_reminders(&h.store),
         run_b.send_reminders(&second_store)

@@ -647,7 +647,7 @@ async fn channel_errors_never_show_the_url_or_a_key() {
 fn message() -> signet::notify::Message {
     signet::notify::Message {
         log_id: 1,
-        kind: signet::store::NoticeKind::Reminder,
+        kind: signet::policy::NoticeKind::Reminder,
         sequence: 1,
         workflow_id: uuid::Uuid::new_v4(),
         workflow_type: "enrollment-agreement".into(),
@@ -657,7 +657,7 @@ fn message() -> signet::notify::Message {
         signing_url: None,
         deadline: None,
         idempotency_key: "signet:test".into(),
-        content: signet::templates::Rendered {
+        content: signet::policy::templates::Rendered {
             subject: "s".into(),
             text: "t".into(),
             html: "h".into(),

@@ -151,7 +151,8 @@ async fn a_policy_without_timeout_does_nothing(h: &Harness) {
     let spec = h.policy("  reminders: {channels: [console]}");
     h.seed(&[Seed::pending(30.0 * DAY)]).await;
     let channels = h.channels(&spec);
-    let run = Timeouts::new(&spec, &channels, options())
+    let policy = signet::policy::Policy::parse(&spec).unwrap();
+    let run = Timeouts::new(&policy, &channels, options())
         .unwrap()
         .check_timeouts(&h.store)
         .await
@@ -163,10 +164,11 @@ async fn a_policy_without_timeout_does_nothing(h: &Harness) {
 /// Times out what has expired and logs its `console` alerts, as a worker that dies before
 /// sending them would.
 async fn time_out_without_sending(h: &Harness) -> signet::store::TimedOut {
-    use signet::store::{TimeoutCursor, TimeoutQuery};
+    use signet::policy::TimeoutQuery;
+    use signet::store::TimeoutCursor;
     let query = TimeoutQuery {
         workflow_types: vec![],
-        timeout_after: 14.0 * DAY,
+        timeout_after: std::time::Duration::from_secs_f64(14.0 * DAY),
     };
     h.store
         .time_out(
@@ -278,8 +280,9 @@ async fn postgres_concurrent_runs_time_out_and_alert_each_workflow_once() {
     h.seed(&seeds).await;
     let second_store = h.db.connect(None).await.unwrap();
     let channels = h.channels(&spec);
-    let a = Timeouts::new(&spec, &channels, options()).unwrap();
-    let b = Timeouts::new(&spec, &channels, options()).unwrap();
+    let policy = signet::policy::Policy::parse(&spec).unwrap();
+    let a = Timeouts::new(&policy, &channels, options()).unwrap();
+    let b = Timeouts::new(&policy, &channels, options()).unwrap();
     let (a, b) = tokio::join!(a.check_timeouts(&h.store), b.check_timeouts(&second_store));
     let (a, b) = (a.unwrap(), b.unwrap());
     assert_eq!(a.timed_out + b.timed_out, 120, "{a:?} {b:?}");

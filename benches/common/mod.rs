@@ -31,9 +31,7 @@ pub fn policy(sections: &str) -> signet::crd::SignaturePolicySpec {
     let yaml = format!(
         "apiVersion: signet.dev/v1alpha1\nkind: SignaturePolicy\nmetadata: {{name: bench}}\nspec:\n  database: {{urlSecretRef: {{name: db, key: url}}}}\n{sections}"
     );
-    let value = signet::admission::files::parse_documents(&yaml)
-        .unwrap()
-        .remove(0);
+    let value = signet::manifests::parse_documents(&yaml).unwrap().remove(0);
     let verdict = signet::admission::Admission::new().check(value);
     assert!(verdict.errors.is_empty(), "{:?}", verdict.errors);
     verdict.policy.unwrap().spec

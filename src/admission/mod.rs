@@ -1,9 +1,8 @@
 //! Offline admission: everything a cluster and the controller would check before a policy takes
 //! effect, without a cluster. The CRD's OpenAPI schema with defaulting and strict unknown-field
 //! checks ([`openapi`]), its CEL rules (kube's client-side CEL evaluator), decoding into the Rust
-//! types, then [`crate::validation`]. Used by `signet validate`.
+//! types, then [`crate::policy::validate`]. Used by `signet validate`.
 
-pub mod files;
 pub mod openapi;
 
 use kube::core::cel::{CompiledSchema, Validator, compile_schema};
@@ -12,7 +11,8 @@ use serde_json::Value;
 use crate::constants::{API_GROUP_VERSION, POLICY_KIND};
 use crate::crd::{CLOCK_PATTERN, SignaturePolicy, definition};
 use crate::duration::{DURATION_PATTERN, Duration};
-use crate::validation::{self, FieldError};
+use crate::policy::Policy;
+use crate::policy::validate::{self, FieldError};
 
 /// The checks a policy goes through, compiled once and reused for every document.
 pub struct Admission {
@@ -28,6 +28,8 @@ pub struct Verdict {
     pub policy: Option<SignaturePolicy>,
     /// Every problem found, in the order: schema, CEL, semantic.
     pub errors: Vec<FieldError>,
+    /// The parsed spec, when no problem was found.
+    pub parsed: Option<Policy>,
 }
 
 impl Verdict {
@@ -89,6 +91,7 @@ impl Admission {
             return Verdict {
                 policy: None,
                 errors,
+                parsed: None,
             };
         }
 
@@ -125,11 +128,26 @@ impl Admission {
                 None
             }
         };
-        if let Some(Err(semantic)) = policy.as_ref().map(|p| validation::validate(&p.spec)) {
+        if let Some(Err(semantic)) = policy.as_ref().map(|p| validate::validate(&p.spec)) {
             errors.extend(semantic);
         }
         dedup_in_order(&mut errors);
-        Verdict { policy, errors }
+        // CEL has checked the routes already, so this cannot fail where the checks above passed.
+        let parsed = match &policy {
+            Some(p) if errors.is_empty() => match Policy::from_validated(&p.spec) {
+                Ok(parsed) => Some(parsed),
+                Err(more) => {
+                    errors.extend(more);
+                    None
+                }
+            },
+            _ => None,
+        };
+        Verdict {
+            policy,
+            errors,
+            parsed,
+        }
     }
 }
 

@@ -13,10 +13,9 @@ use chrono::{DateTime, Timelike, Utc};
 use chrono_tz::Tz;
 use uuid::Uuid;
 
-use crate::admission::Admission;
-use crate::admission::files::parse_documents;
-use crate::crd::SignaturePolicySpec;
+use crate::crd::{SignaturePolicy, SignaturePolicySpec};
 use crate::notify::{self, HttpTimeouts, log::SharedWriter};
+use crate::policy::Policy;
 use crate::store::testing::{Seed, seed};
 use crate::store::{ConnectOptions, Store};
 use crate::worker::{Error, Run, RunOptions, RunSummary, TimeoutSummary, Timeouts, plan};
@@ -81,7 +80,7 @@ pub async fn demo(args: &DemoArgs, out: &mut impl Write) -> u8 {
 
 /// The demo against `url`; the report goes to `out`.
 pub async fn run(url: &str, out: &mut impl Write) -> Result<DemoTotals, Error> {
-    let spec = policy();
+    let policy = policy();
     let store = Store::connect(
         url,
         &ConnectOptions {
@@ -92,25 +91,19 @@ pub async fn run(url: &str, out: &mut impl Write) -> Result<DemoTotals, Error> {
     )
     .await?;
     store.migrate().await?;
-    let result = scenes(&spec, &store, url, out).await;
+    let result = scenes(&policy, &store, url, out).await;
     store.close().await;
     result
 }
 
-fn policy() -> SignaturePolicySpec {
-    let document = parse_documents(POLICY)
-        .ok()
-        .and_then(|mut d| d.pop())
-        .expect("examples/demo.yaml is one document");
-    Admission::new()
-        .check(document)
-        .policy
-        .expect("examples/demo.yaml is valid (tested)")
-        .spec
+fn policy() -> Policy {
+    let policy: SignaturePolicy =
+        serde_saphyr::from_str(POLICY).expect("examples/demo.yaml is one SignaturePolicy");
+    Policy::parse(&policy.spec).expect("examples/demo.yaml is valid (tested)")
 }
 
 async fn scenes(
-    spec: &SignaturePolicySpec,
+    policy: &Policy,
     store: &Store,
     url: &str,
     out: &mut impl Write,
@@ -149,7 +142,7 @@ async fn scenes(
     .map_err(w)?;
 
     // The plan: what is due and what the window holds.
-    let plan = plan::plan(store, spec, 100).await?;
+    let plan = plan::plan(store, policy, 100).await?;
     writeln!(
         out,
         "\n1. signet plan: {} to send now, {} held by the send window",
@@ -182,9 +175,9 @@ async fn scenes(
     }
 
     // The runs, with the log channels captured.
-    let (lines, channels) = log_channels(spec)?;
-    let reminders = Run::new(spec, &channels, RunOptions::default())?;
-    let timeouts = Timeouts::new(spec, &channels, RunOptions::default())?;
+    let (lines, channels) = log_channels(policy.spec())?;
+    let reminders = Run::new(policy, &channels, RunOptions::default())?;
+    let timeouts = Timeouts::new(policy, &channels, RunOptions::default())?;
 
     let first = reminders.send_reminders(store).await?;
     writeln!(
@@ -569,7 +562,7 @@ mod tests {
 
     #[test]
     fn the_demo_policy_is_valid() {
-        let spec = policy();
+        let spec = policy().spec().clone();
         assert!(spec.reminders.is_some() && spec.timeout.is_some());
     }
 }

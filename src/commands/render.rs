@@ -4,10 +4,9 @@ use std::io::Write;
 use std::path::Path;
 
 use crate::admission::Admission;
-use crate::admission::files::read_documents;
 use crate::controller::build::{WorkerSettings, desired};
-use crate::crd::SignaturePolicy;
-use crate::validation::ValidPolicy;
+use crate::manifests::read_documents;
+use crate::policy::ValidPolicy;
 
 /// Why a file could not be rendered.
 #[derive(Debug, thiserror::Error)]
@@ -49,13 +48,14 @@ pub fn render(
                 verdict.errors.iter().map(ToString::to_string).collect(),
             ));
         }
-        let mut policy: SignaturePolicy =
-            verdict.policy.expect("a valid verdict carries the policy");
+        let (Some(mut policy), Some(core)) = (verdict.policy, verdict.parsed) else {
+            return Err(invalid(vec!["the policy could not be decoded".to_owned()]));
+        };
         policy
             .metadata
             .namespace
             .get_or_insert_with(|| default_namespace.to_owned());
-        let valid = ValidPolicy::new(&policy)
+        let valid = ValidPolicy::with_core(&policy, core)
             .map_err(|e| invalid(e.iter().map(ToString::to_string).collect()))?;
         let objects = desired(&valid, settings);
         writeln!(

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::admission::Admission;
-use crate::admission::files::{manifest_files, read_documents};
-use crate::validation::FieldError;
+use crate::manifests::{manifest_files, read_documents};
+use crate::policy::validate::FieldError;
 
 /// How results are printed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

@@ -1,6 +1,7 @@
 //! `signet send-reminders`, `signet check-timeouts` and `signet plan`: load the policy (env
-//! `SIGNET_POLICY` as JSON, or a YAML file), validate it like `signet validate`, find the
-//! database URL, then run or plan. A run ends with one JSON summary line on stdout.
+//! `SIGNET_POLICY` as JSON, or a YAML file) and parse it once ([`Policy::parse`]: the API server
+//! already admitted it, so no schema or CEL is run here), find the database URL, then run or
+//! plan. A run ends with one JSON summary line on stdout.
 //! Exit codes: 0 the run completed, 1 a transient failure aborted it, 2 configuration error.
 
 use std::io::Write;
@@ -9,12 +10,11 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
-use crate::admission::Admission;
-use crate::admission::files::read_documents;
 use crate::constants::{API_GROUP_VERSION, POLICY_KIND};
-use crate::controller::names::Section;
-use crate::crd::{RunOutcome, SignaturePolicySpec};
+use crate::crd::{RunOutcome, SignaturePolicy, SignaturePolicySpec};
+use crate::manifests::read_documents;
 use crate::notify::{self, EnvLookup, HttpTimeouts, log::SharedWriter};
+use crate::policy::{FieldError, Policy, Section};
 use crate::store::{ConnectOptions, Store};
 use crate::worker::report::{self, ReportArgs, ReportTarget, SectionRun};
 use crate::worker::{self, Error, Run, RunOptions, RunSummary, TimeoutSummary, Timeouts};
@@ -108,42 +108,55 @@ pub struct PlanArgs {
     pub output: PlanOutput,
 }
 
-/// Reads and validates the policy; the error is for a person (exit code 2).
-pub fn load_policy(args: &PolicyArgs) -> Result<SignaturePolicySpec, String> {
+/// Reads and parses the policy; the error is for a person (exit code 2).
+pub fn load_policy(args: &PolicyArgs) -> Result<Policy, String> {
     let value = match (&args.policy, &args.policy_file) {
-        (Some(json), _) => {
-            let value: Value = serde_json::from_str(json)
-                .map_err(|e| format!("SIGNET_POLICY is not valid JSON: {e}"))?;
-            // A bare spec is wrapped so that it goes through exactly the checks a whole object does.
-            if value.get("spec").is_some() || value.get("apiVersion").is_some() {
-                value
-            } else {
-                json!({
-                    "apiVersion": API_GROUP_VERSION,
-                    "kind": POLICY_KIND,
-                    "metadata": {"name": "policy"},
-                    "spec": value,
-                })
-            }
-        }
+        (Some(json), _) => serde_json::from_str(json)
+            .map_err(|e| format!("SIGNET_POLICY is not valid JSON: {e}"))?,
         (None, Some(file)) => read_policy_file(file)?,
         (None, None) => {
             return Err("no policy: set SIGNET_POLICY (JSON) or --policy-file".to_owned());
         }
     };
-    let verdict = Admission::new().check(value);
-    match verdict.policy {
-        Some(policy) if verdict.errors.is_empty() => Ok(policy.spec),
-        _ => Err(format!(
-            "the policy is invalid:\n{}",
-            verdict
-                .errors
-                .iter()
-                .map(|e| format!("  {e}"))
-                .collect::<Vec<_>>()
-                .join("\n")
-        )),
+    let spec = decode_spec(value).map_err(|e| invalid(&[e]))?;
+    Policy::parse(&spec).map_err(|errors| invalid(&errors))
+}
+
+/// The spec of a whole SignaturePolicy, or a bare spec (what the controller passes).
+fn decode_spec(value: Value) -> Result<SignaturePolicySpec, FieldError> {
+    let decode_error = |prefix: &str, err: serde_path_to_error::Error<serde_json::Error>| {
+        let path = err.path().to_string();
+        let path = match (prefix, path.as_str()) {
+            (prefix, ".") => prefix.to_owned(),
+            ("", path) => path.to_owned(),
+            (prefix, path) => format!("{prefix}.{path}"),
+        };
+        FieldError::new(path, err.inner().to_string())
+    };
+    let whole = value.get("spec").is_some() || value.get("apiVersion").is_some();
+    if !whole {
+        return serde_path_to_error::deserialize(value).map_err(|e| decode_error("spec", e));
     }
+    let api_version = value.get("apiVersion").and_then(Value::as_str);
+    let kind = value.get("kind").and_then(Value::as_str);
+    if api_version != Some(API_GROUP_VERSION) || kind != Some(POLICY_KIND) {
+        return Err(FieldError::new(
+            "",
+            format!(
+                "not a SignaturePolicy: expected apiVersion {API_GROUP_VERSION:?} and kind {POLICY_KIND:?}, found apiVersion {:?}, kind {:?}",
+                api_version.unwrap_or_default(),
+                kind.unwrap_or_default()
+            ),
+        ));
+    }
+    serde_path_to_error::deserialize::<_, SignaturePolicy>(value)
+        .map(|policy| policy.spec)
+        .map_err(|e| decode_error("", e))
+}
+
+fn invalid(errors: &[FieldError]) -> String {
+    let lines: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
+    format!("the policy is invalid:\n{}", lines.join("\n"))
 }
 
 fn read_policy_file(file: &Path) -> Result<Value, String> {
@@ -216,10 +229,10 @@ pub async fn send_reminders(args: &SendRemindersArgs, env: EnvLookup<'_>, out: S
     let target = ReportTarget::from_env(&args.report, env);
     let started = (Instant::now(), now());
     let result = async {
-        let (spec, url, channels) =
+        let (policy, url, channels) =
             prepare(&args.policy, &args.run, env, &out, Section::Reminders)?;
-        let run = Run::new(&spec, &channels, args.run.options())?;
-        let store = connect(&url, &spec, 4).await?;
+        let run = Run::new(&policy, &channels, args.run.options())?;
+        let store = connect(&url, policy.spec(), 4).await?;
         let summary = run.send_reminders(&store).await;
         store.close().await;
         summary
@@ -241,9 +254,10 @@ pub async fn check_timeouts(args: &CheckTimeoutsArgs, env: EnvLookup<'_>, out: S
     let target = ReportTarget::from_env(&args.report, env);
     let started = (Instant::now(), now());
     let result = async {
-        let (spec, url, channels) = prepare(&args.policy, &args.run, env, &out, Section::Timeouts)?;
-        let run = Timeouts::new(&spec, &channels, args.run.options())?;
-        let store = connect(&url, &spec, 4).await?;
+        let (policy, url, channels) =
+            prepare(&args.policy, &args.run, env, &out, Section::Timeouts)?;
+        let run = Timeouts::new(&policy, &channels, args.run.options())?;
+        let store = connect(&url, policy.spec(), 4).await?;
         let summary = run.check_timeouts(&store).await;
         store.close().await;
         summary
@@ -268,15 +282,16 @@ fn prepare(
     env: EnvLookup<'_>,
     out: &SharedWriter,
     section: Section,
-) -> Result<(SignaturePolicySpec, String, ChannelMap), Error> {
-    let spec = load_policy(args).map_err(Error::Config)?;
-    let url = database_url(args, &spec, env).map_err(Error::Config)?;
-    let names: Vec<&str> = section.channels(&spec).into_iter().collect();
+) -> Result<(Policy, String, ChannelMap), Error> {
+    let policy = load_policy(args).map_err(Error::Config)?;
+    let spec = policy.spec();
+    let url = database_url(args, spec, env).map_err(Error::Config)?;
+    let names: Vec<&str> = policy.section_channels(section).into_iter().collect();
     let http =
         notify::http_client(run.http_timeouts()).map_err(|e| Error::Config(e.to_string()))?;
-    let channels = notify::build_channels(&spec, &names, env, &http, out)
+    let channels = notify::build_channels(spec, &names, env, &http, out)
         .map_err(|e| Error::Config(e.to_string()))?;
-    Ok((spec, url, channels))
+    Ok((policy, url, channels))
 }
 
 /// Ends a run: prints its summary line, publishes it (status, termination message, Pushgateway)
@@ -343,10 +358,10 @@ fn now() -> Time {
 /// `signet plan`: prints what a run would do now; returns the exit code.
 pub async fn plan(args: &PlanArgs, env: EnvLookup<'_>, out: &mut impl Write) -> u8 {
     let result = async {
-        let spec = load_policy(&args.policy).map_err(Error::Config)?;
-        let url = database_url(&args.policy, &spec, env).map_err(Error::Config)?;
-        let store = connect(&url, &spec, 1).await?;
-        let plan = worker::plan::plan(&store, &spec, 1000).await;
+        let policy = load_policy(&args.policy).map_err(Error::Config)?;
+        let url = database_url(&args.policy, policy.spec(), env).map_err(Error::Config)?;
+        let store = connect(&url, policy.spec(), 1).await?;
+        let plan = worker::plan::plan(&store, &policy, 1000).await;
         store.close().await;
         plan
     }

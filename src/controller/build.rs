@@ -20,11 +20,11 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 
-use super::names::{self, Section};
+use super::names;
 use crate::constants::*;
 use crate::crd::{ConcurrencyPolicy, SecretKeyRef, SignaturePolicySpec};
+use crate::policy::{Policy, Section, ValidPolicy};
 use crate::schedule::Schedule;
-use crate::validation::ValidPolicy;
 
 /// How worker containers are run; set by the controller's flags (and the Helm chart).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -78,13 +78,13 @@ pub struct Desired {
 pub fn desired(policy: &ValidPolicy, settings: &WorkerSettings) -> Desired {
     let account = names::worker_account(&policy.name);
     let mut cron_jobs = Vec::new();
-    if let Some(schedule) = &policy.reminders_schedule {
+    if let Some(schedule) = policy.schedule(Section::Reminders) {
         cron_jobs.push((
             Section::Reminders,
             cron_job(policy, settings, Section::Reminders, schedule),
         ));
     }
-    if let Some(schedule) = &policy.timeout_schedule {
+    if let Some(schedule) = policy.schedule(Section::Timeouts) {
         cron_jobs.push((
             Section::Timeouts,
             cron_job(policy, settings, Section::Timeouts, schedule),
@@ -164,7 +164,7 @@ fn cron_job(
         Section::Timeouts => spec.timeout.as_ref().map(|t| t.schedule.clone()),
     }
     .unwrap_or_default();
-    let period = shortest_period(schedule, policy.time_zone);
+    let period = shortest_period(schedule, policy.time_zone());
     let starting_deadline = (period.as_secs() as i64).clamp(
         defaults::MIN_DEADLINE_SECONDS,
         defaults::MAX_STARTING_DEADLINE_SECONDS,
@@ -368,7 +368,7 @@ fn worker_env(policy: &ValidPolicy, section: Section, settings: &WorkerSettings)
     if let Some(url) = &settings.pushgateway_url {
         env.push(plain("SIGNET_PUSHGATEWAY_URL", url.clone()));
     }
-    for secret in section_secrets(spec, section) {
+    for secret in section_secrets(&policy.core, section) {
         env.push(EnvVar {
             name: secret.env_var(),
             value_from: Some(EnvVarSource {
@@ -395,8 +395,9 @@ fn plain(name: &str, value: String) -> EnvVar {
 
 /// The secrets one worker needs: the database, and the channels its section uses (least
 /// privilege: the timeouts worker never sees the signers' email API key unless it alerts by it).
-pub fn section_secrets(spec: &SignaturePolicySpec, section: Section) -> Vec<SecretKeyRef> {
-    let channel_names = section.channels(spec);
+pub fn section_secrets(policy: &Policy, section: Section) -> Vec<SecretKeyRef> {
+    let spec = policy.spec();
+    let channel_names = policy.section_channels(section);
     let mut secrets = vec![spec.database.url_secret_ref.clone()];
     for channel in spec
         .channels

@@ -2,73 +2,14 @@
 //! (it appends an 11-character suffix to name Jobs) and Job names to 63; longer names are
 //! truncated and made unique again with a short hash of the full name.
 
-use std::collections::BTreeSet;
-
 use sha2::{Digest, Sha256};
 
-use crate::crd::SignaturePolicySpec;
+pub use crate::policy::Section;
 
 /// Longest CronJob name Kubernetes accepts.
 pub const MAX_CRONJOB_NAME: usize = 52;
 /// Longest Job name whose pods can still carry it as a label.
 pub const MAX_JOB_NAME: usize = 63;
-
-/// Which worker a CronJob runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Section {
-    /// `signet send-reminders`: reminders, expiry warnings, escalations.
-    Reminders,
-    /// `signet check-timeouts`.
-    Timeouts,
-}
-
-impl Section {
-    /// Both sections.
-    pub const ALL: [Section; 2] = [Section::Reminders, Section::Timeouts];
-
-    /// `reminders` or `timeouts`: the CronJob suffix, the component label and the run-now value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Section::Reminders => "reminders",
-            Section::Timeouts => "timeouts",
-        }
-    }
-
-    /// The channels this section's worker sends through (their secrets are all it gets).
-    pub fn channels(self, spec: &SignaturePolicySpec) -> BTreeSet<&str> {
-        match self {
-            Section::Reminders => spec
-                .reminders
-                .iter()
-                .flat_map(|r| &r.channels)
-                .chain(spec.expiry_warning.iter().flat_map(|w| &w.channels))
-                .chain(spec.escalation.iter().flat_map(|e| &e.channels))
-                .map(String::as_str)
-                .collect(),
-            Section::Timeouts => spec
-                .timeout
-                .iter()
-                .flat_map(|t| &t.channels)
-                .map(String::as_str)
-                .collect(),
-        }
-    }
-
-    /// The worker subcommand.
-    pub fn subcommand(self) -> &'static str {
-        match self {
-            Section::Reminders => "send-reminders",
-            Section::Timeouts => "check-timeouts",
-        }
-    }
-
-    /// Parses a run-now annotation value.
-    pub fn parse(value: &str) -> Option<Section> {
-        Section::ALL
-            .into_iter()
-            .find(|s| s.as_str() == value.trim())
-    }
-}
 
 /// `<base>-<suffix>` within `max` characters: `base` is cut and followed by a 6-character hash of
 /// the whole base when the full name would not fit.
@@ -157,13 +98,5 @@ mod tests {
         assert!(job.len() <= MAX_JOB_NAME, "{job}");
         assert!(job.ends_with("-manual-12345678"), "{job}");
         assert_eq!(manual_job("p-reminders", "9"), "p-reminders-manual-9");
-    }
-
-    #[test]
-    fn sections_round_trip() {
-        for section in Section::ALL {
-            assert_eq!(Section::parse(section.as_str()), Some(section));
-        }
-        assert_eq!(Section::parse("everything"), None);
     }
 }

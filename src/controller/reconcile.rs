@@ -31,7 +31,7 @@ use super::staleness::{self, Report, StaleSummary};
 use super::status::{self, Outcome};
 use crate::constants::{ANNOTATION_RUN_NOW, CONDITION_STALE, FIELD_MANAGER, event, reason};
 use crate::crd::SignaturePolicy;
-use crate::validation::ValidPolicy;
+use crate::policy::ValidPolicy;
 
 /// How long a healthy policy waits before it is looked at again without any change.
 pub const RESYNC: Duration = Duration::from_secs(3_600);

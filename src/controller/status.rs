@@ -12,7 +12,7 @@ use super::names::Section;
 use super::staleness::StaleSummary;
 use crate::constants::{CONDITION_READY, CONDITION_STALE, CONDITION_SUSPENDED, reason};
 use crate::crd::{SignaturePolicy, SignaturePolicyStatus};
-use crate::validation::FieldError;
+use crate::policy::validate::FieldError;
 
 /// Longest condition message the API server accepts.
 const MAX_MESSAGE: usize = 32_768;

@@ -1,6 +1,6 @@
 //! The `SignaturePolicy` custom resource (`signet.dev/v1alpha1`): spec and status types, from which
 //! the CustomResourceDefinition is generated. What a schema can check lives here as schema
-//! attributes; cross-field rules are CEL (see [`rules`]); the rest is [`crate::validation`].
+//! attributes; cross-field rules are CEL (see [`rules`]); the rest is [`crate::policy::validate`].
 
 // Printer columns repeat `type_ = "string"` and friends, which this lint mistakes for
 // duplicated attributes.

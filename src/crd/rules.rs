@@ -9,15 +9,7 @@ use schemars::Schema;
 use serde_json::{Value, json};
 
 use crate::duration::cel_seconds;
-
-/// Sections that name channels, and whether those channels receive alerts (rather than reminders
-/// addressed to each signer).
-const CHANNEL_LISTS: [(&str, bool); 4] = [
-    ("reminders", false),
-    ("expiryWarning", false),
-    ("escalation", true),
-    ("timeout", true),
-];
+use crate::policy::notice::{Audience, NoticeKind};
 
 /// `x-kubernetes-validations` of `spec`, attached by schemars when the schema is generated.
 pub fn spec_rules(schema: &mut Schema) {
@@ -53,10 +45,10 @@ pub fn spec_rules(schema: &mut Schema) {
             "fieldPath": ".channels",
         }),
     ];
-    for (section, alerts) in CHANNEL_LISTS {
-        rules.push(channels_exist(section));
-        if alerts {
-            rules.push(alert_recipients(section));
+    for kind in NoticeKind::ALL {
+        rules.push(channels_exist(kind.spec_field()));
+        if kind.audience() == Audience::Team {
+            rules.push(alert_recipients(kind.spec_field()));
         }
     }
     schema.insert("x-kubernetes-validations".into(), Value::Array(rules));

@@ -19,8 +19,8 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::crd::{ChannelKind, SecretKeyRef, SignaturePolicySpec};
-use crate::store::NoticeKind;
-use crate::templates::Rendered;
+use crate::policy::NoticeKind;
+use crate::policy::templates::Rendered;
 
 /// Why a delivery failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

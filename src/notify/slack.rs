@@ -44,7 +44,7 @@ impl Slack {
             text.push_str(&format!(
                 "\n• {}{}: {} – {} ({})",
                 m.kind.as_str().replace('_', " "),
-                if m.kind == crate::store::NoticeKind::Reminder {
+                if m.kind == crate::policy::NoticeKind::Reminder {
                     format!(" {}", m.sequence)
                 } else {
                     String::new()

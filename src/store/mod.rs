@@ -10,7 +10,7 @@ pub mod testing;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::due::Timing;
+use crate::policy::{DueQuery, NoticeKind, Section, TimeoutQuery, Workflow};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -72,151 +72,6 @@ const WORKFLOW_COLUMNS: &str = "w.id, w.workflow_type, w.signer_email, w.signer_
 
 /// Shorthand for store results.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// The kinds of notification, as stored in `signature_reminder_log.kind`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum NoticeKind {
-    /// Reminder *k* to the signer.
-    Reminder,
-    /// The one warning before the deadline, to the signer.
-    ExpiryWarning,
-    /// The alert once reminders are exhausted, to the team.
-    Escalation,
-    /// The alert about a timed-out workflow, to the team.
-    TimeoutAlert,
-}
-
-impl NoticeKind {
-    /// Index of this kind's claim statement in a backend's `CLAIMS`: the kinds the reminders
-    /// worker claims, in declaration order. Timeout alerts are logged with the timeout itself.
-    pub(crate) fn claim_slot(self) -> Result<usize> {
-        match self {
-            NoticeKind::Reminder => Ok(0),
-            NoticeKind::ExpiryWarning => Ok(1),
-            NoticeKind::Escalation => Ok(2),
-            NoticeKind::TimeoutAlert => Err(Error::Config(
-                "timeout alerts are not claimed by the reminders worker".into(),
-            )),
-        }
-    }
-
-    /// The stored name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            NoticeKind::Reminder => "reminder",
-            NoticeKind::ExpiryWarning => "expiry_warning",
-            NoticeKind::Escalation => "escalation",
-            NoticeKind::TimeoutAlert => "timeout_alert",
-        }
-    }
-
-    /// The kind of a stored name.
-    pub fn parse(name: &str) -> Result<Self> {
-        Ok(match name {
-            "reminder" => NoticeKind::Reminder,
-            "expiry_warning" => NoticeKind::ExpiryWarning,
-            "escalation" => NoticeKind::Escalation,
-            "timeout_alert" => NoticeKind::TimeoutAlert,
-            other => {
-                return Err(Error::Data {
-                    column: "signature_reminder_log.kind",
-                    message: format!("unknown kind {other:?}"),
-                });
-            }
-        })
-    }
-
-    /// Whether it goes to the signer (and so is subject to the send window).
-    pub fn is_for_signer(self) -> bool {
-        matches!(self, NoticeKind::Reminder | NoticeKind::ExpiryWarning)
-    }
-}
-
-/// The kinds the reminders worker sends.
-pub const REMINDER_WORKER_KINDS: [NoticeKind; 3] = [
-    NoticeKind::Reminder,
-    NoticeKind::ExpiryWarning,
-    NoticeKind::Escalation,
-];
-
-/// One row of `signature_workflows`, as the workers read it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Workflow {
-    /// The application's workflow id.
-    pub id: Uuid,
-    /// Matched by `spec.selector.workflowTypes`.
-    pub workflow_type: String,
-    /// Where email reminders go.
-    pub signer_email: String,
-    /// For templates.
-    pub signer_name: Option<String>,
-    /// For templates.
-    pub document_title: Option<String>,
-    /// For templates.
-    pub signing_url: Option<String>,
-    /// IANA zone of the signer, when the application knows it.
-    pub signer_time_zone: Option<String>,
-    /// `pending`, `signed`, `declined`, `cancelled` or `timed_out`.
-    pub status: String,
-    /// When the clock started.
-    pub requested_at: DateTime<Utc>,
-    /// This row's own deadline.
-    pub deadline_at: Option<DateTime<Utc>>,
-    /// Reminders claimed so far.
-    pub reminders_sent: i32,
-    /// When the last reminder was claimed.
-    pub last_reminded_at: Option<DateTime<Utc>>,
-    /// When the expiry warning was claimed.
-    pub expiry_warned_at: Option<DateTime<Utc>>,
-    /// When the escalation was claimed.
-    pub escalated_at: Option<DateTime<Utc>>,
-}
-
-/// What the reminders worker selects: the policy's workflow types and timing, as SQL parameters.
-#[derive(Clone, Debug, PartialEq)]
-pub struct DueQuery {
-    /// `spec.selector.workflowTypes`; empty: every type.
-    pub workflow_types: Vec<String>,
-    /// `reminders.maxReminders`.
-    pub max_reminders: i32,
-    /// `reminders.firstAfter`, seconds.
-    pub first_after: f64,
-    /// `reminders.every`, seconds.
-    pub every: f64,
-    /// `timeout.after`, seconds.
-    pub timeout_after: Option<f64>,
-    /// `expiryWarning.before`, seconds.
-    pub expiry_warning_before: Option<f64>,
-    /// `escalation.after`, seconds.
-    pub escalation_after: Option<f64>,
-}
-
-impl DueQuery {
-    /// The query for a policy; `None` when it has no reminders (nothing for this worker to do).
-    pub fn new(workflow_types: &[String], timing: &Timing) -> Option<Self> {
-        let reminders = timing.reminders.as_ref()?;
-        let secs = |d: chrono::Duration| d.num_milliseconds() as f64 / 1000.0;
-        Some(Self {
-            workflow_types: workflow_types.to_vec(),
-            max_reminders: reminders.max_reminders,
-            first_after: secs(reminders.first_after),
-            every: secs(reminders.every),
-            timeout_after: timing.timeout_after.map(secs),
-            expiry_warning_before: timing.expiry_warning_before.map(secs),
-            escalation_after: timing.escalation_after.map(secs),
-        })
-    }
-}
-
-/// What the timeouts worker selects: pending workflows of the policy's types past their deadline.
-#[derive(Clone, Debug, PartialEq)]
-pub struct TimeoutQuery {
-    /// `spec.selector.workflowTypes`; empty: every type.
-    pub workflow_types: Vec<String>,
-    /// `timeout.after`, seconds: the deadline of rows without `deadline_at`.
-    pub timeout_after: f64,
-}
 
 /// Where a run's walk through the expired workflows stands ([`Store::time_out`]); start with
 /// `TimeoutCursor::default()`. Rows whose own `deadline_at` passed are walked first, then rows
@@ -563,6 +418,34 @@ fn check_schema_name(schema: &str) -> Result<()> {
     }
 }
 
+/// A duration as the seconds both backends' SQL computes with: the only conversion of a policy's
+/// durations to numbers.
+pub(crate) fn seconds(duration: std::time::Duration) -> f64 {
+    duration.as_secs_f64()
+}
+
+/// Index of `kind`'s claim statement in a backend's `CLAIMS`: the kinds the reminders worker
+/// sends, in [`NoticeKind::ALL`]'s order. Timeout alerts are logged with the timeout itself.
+pub(crate) fn claim_slot(kind: NoticeKind) -> Result<usize> {
+    Section::Reminders
+        .kinds()
+        .position(|k| k == kind)
+        .ok_or_else(|| {
+            Error::Config(format!(
+                "{} is not claimed by the reminders worker",
+                kind.as_str()
+            ))
+        })
+}
+
+/// The kind of a stored `signature_reminder_log.kind`.
+pub(crate) fn stored_kind(name: &str) -> Result<NoticeKind> {
+    NoticeKind::parse(name).ok_or_else(|| Error::Data {
+        column: "signature_reminder_log.kind",
+        message: format!("unknown kind {name:?}"),
+    })
+}
+
 /// The idempotency key of a delivery; the stores build the same string in SQL.
 pub fn idempotency_key(workflow: Uuid, kind: NoticeKind, sequence: i32, channel: &str) -> String {
     format!("signet:{workflow}:{}:{sequence}:{channel}", kind.as_str())
@@ -587,18 +470,5 @@ mod unit_tests {
                 "{bad}"
             );
         }
-    }
-
-    #[test]
-    fn kinds_round_trip() {
-        for kind in [
-            NoticeKind::Reminder,
-            NoticeKind::ExpiryWarning,
-            NoticeKind::Escalation,
-            NoticeKind::TimeoutAlert,
-        ] {
-            assert_eq!(NoticeKind::parse(kind.as_str()).unwrap(), kind);
-        }
-        assert!(NoticeKind::parse("nudge").is_err());
     }
 }

@@ -12,9 +12,10 @@ use sqlx::{AssertSqlSafe, Row};
 use uuid::Uuid;
 
 use super::{
-    ClaimedDelivery, ConnectOptions, DueCursor, DueQuery, Error, NoticeKind, Outcome, Result,
-    TimedOut, TimeoutCursor, TimeoutQuery, WORKFLOW_COLUMNS, Workflow,
+    ClaimedDelivery, ConnectOptions, DueCursor, Error, Outcome, Result, TimedOut, TimeoutCursor,
+    WORKFLOW_COLUMNS,
 };
+use crate::policy::{DueQuery, NoticeKind, TimeoutQuery, Workflow};
 
 /// A PostgreSQL connection pool.
 #[derive(Clone, Debug)]
@@ -437,7 +438,7 @@ impl PgStore {
         query: &DueQuery,
         lease: f64,
     ) -> Result<Vec<ClaimedDelivery>> {
-        let sql = &CLAIMS[kind.claim_slot()?];
+        let sql = &CLAIMS[super::claim_slot(kind)?];
         let rows = bind_due(sqlx::query(AssertSqlSafe(sql.as_str())), query)
             .bind(ids)
             .bind(channels)
@@ -462,7 +463,7 @@ impl PgStore {
             .bind(channels)
             .bind(lease)
             .bind(limit)
-            .bind(query.timeout_after)
+            .bind(super::seconds(query.timeout_after))
             .bind(cursor.last.map(|(key, _)| key))
             .bind(cursor.last.map(|(_, id)| id))
             .fetch_all(&self.pool)
@@ -560,11 +561,11 @@ fn bind_due<'q>(
     query
         .bind(&due.workflow_types)
         .bind(due.max_reminders)
-        .bind(due.first_after)
-        .bind(due.every)
-        .bind(due.timeout_after)
-        .bind(due.expiry_warning_before)
-        .bind(due.escalation_after)
+        .bind(super::seconds(due.first_after))
+        .bind(super::seconds(due.every))
+        .bind(due.timeout_after.map(super::seconds))
+        .bind(due.expiry_warning_before.map(super::seconds))
+        .bind(due.escalation_after.map(super::seconds))
 }
 
 pub(super) fn workflow(row: &PgRow) -> Result<Workflow> {
@@ -598,7 +599,7 @@ fn delivery(row: &PgRow) -> Result<ClaimedDelivery> {
     Ok(ClaimedDelivery {
         log_id: row.try_get("log_id").map_err(get)?,
         workflow: workflow(row)?,
-        kind: NoticeKind::parse(row.try_get("kind").map_err(get)?)?,
+        kind: super::stored_kind(row.try_get("kind").map_err(get)?)?,
         sequence: row.try_get("sequence").map_err(get)?,
         channel: row.try_get("channel").map_err(get)?,
         idempotency_key: row.try_get("idempotency_key").map_err(get)?,

@@ -242,7 +242,7 @@ impl SqliteStore {
         query: &DueQuery,
         lease: f64,
     ) -> Result<Vec<ClaimedDelivery>> {
-        let sql = &CLAIMS[kind.claim_slot()?];
+        let sql = &CLAIMS[super::claim_slot(kind)?];
         let failed = Error::query("claiming due notifications");
         let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
         let mut tx = self
@@ -311,7 +311,7 @@ impl SqliteStore {
             .map_err(Error::query("starting a timeout"))?;
         let rows = sqlx::query(AssertSqlSafe(TIME_OUTS[cursor.source].as_str()))
             .bind(json(&query.workflow_types))
-            .bind(query.timeout_after)
+            .bind(super::seconds(query.timeout_after))
             .bind(limit)
             .fetch_all(&mut *tx)
             .await
@@ -387,7 +387,7 @@ impl SqliteStore {
             recovered.push(ClaimedDelivery {
                 log_id: row.try_get("log_id").map_err(data)?,
                 workflow: workflow(&workflow_row)?,
-                kind: NoticeKind::parse(row.try_get("kind").map_err(data)?)?,
+                kind: super::stored_kind(row.try_get("kind").map_err(data)?)?,
                 sequence: row.try_get("sequence").map_err(data)?,
                 channel: row.try_get("channel").map_err(data)?,
                 idempotency_key: row.try_get("idempotency_key").map_err(data)?,
@@ -433,11 +433,11 @@ fn bind_due<'q>(
     query
         .bind(json(&due.workflow_types))
         .bind(due.max_reminders)
-        .bind(due.first_after)
-        .bind(due.every)
-        .bind(due.timeout_after)
-        .bind(due.expiry_warning_before)
-        .bind(due.escalation_after)
+        .bind(super::seconds(due.first_after))
+        .bind(super::seconds(due.every))
+        .bind(due.timeout_after.map(super::seconds))
+        .bind(due.expiry_warning_before.map(super::seconds))
+        .bind(due.escalation_after.map(super::seconds))
 }
 
 fn data(e: sqlx::Error) -> Error {

@@ -11,7 +11,8 @@ use std::path::PathBuf;
 use sqlx::{AssertSqlSafe, Connection, Row};
 use uuid::Uuid;
 
-use super::{ConnectOptions, Result, Store, Workflow};
+use super::{ConnectOptions, Result, Store};
+use crate::policy::Workflow;
 
 /// Default PostgreSQL server for tests.
 pub const DEFAULT_TEST_SERVER: &str = "postgres://postgres@127.0.0.1:5432/postgres";

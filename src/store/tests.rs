@@ -38,16 +38,25 @@ on_both!(
     timeouts_without_channels_log_nothing,
 );
 
+fn hours(h: u64) -> std::time::Duration {
+    std::time::Duration::from_secs(h * 3600)
+}
+
 fn query() -> DueQuery {
     DueQuery {
         workflow_types: vec![],
         max_reminders: 3,
-        first_after: 24.0 * HOUR,
-        every: 48.0 * HOUR,
-        timeout_after: Some(14.0 * 24.0 * HOUR),
-        expiry_warning_before: Some(48.0 * HOUR),
-        escalation_after: Some(24.0 * HOUR),
+        first_after: hours(24),
+        every: hours(48),
+        timeout_after: Some(hours(14 * 24)),
+        expiry_warning_before: Some(hours(48)),
+        escalation_after: Some(hours(24)),
     }
+}
+
+/// The kinds the reminders worker sends.
+fn reminder_kinds() -> Vec<NoticeKind> {
+    crate::policy::Section::Reminders.kinds().collect()
 }
 
 /// How many migrations the backend embeds.
@@ -318,7 +327,7 @@ async fn a_walk_meets_each_due_workflow_once(store: &Store) {
             break;
         }
         let page: Vec<Uuid> = rows.iter().map(|w| w.id).collect();
-        for kind in REMINDER_WORKER_KINDS {
+        for kind in reminder_kinds() {
             store.claim(kind, &page, &chans, &q, 600.0).await.unwrap();
         }
         met.extend(page);
@@ -416,7 +425,7 @@ async fn expired_leases_are_recovered(store: &Store) {
         .await
         .unwrap();
     let q = query();
-    let kinds = REMINDER_WORKER_KINDS;
+    let kinds = reminder_kinds();
     let claimed = store
         .claim(
             NoticeKind::Reminder,
@@ -581,7 +590,7 @@ async fn outcomes_are_recorded(store: &Store) {
     // The retry waits its turn; finished rows are never reopened.
     assert_eq!(
         store
-            .recover(&REMINDER_WORKER_KINDS, &[], 600.0, 100)
+            .recover(&reminder_kinds(), &[], 600.0, 100)
             .await
             .unwrap(),
         vec![]
@@ -708,7 +717,7 @@ async fn postgres_concurrent_claims_never_share_a_delivery() {
 fn timeout_query() -> TimeoutQuery {
     TimeoutQuery {
         workflow_types: vec!["enrollment-agreement".into()],
-        timeout_after: 14.0 * 24.0 * HOUR,
+        timeout_after: hours(14 * 24),
     }
 }
 

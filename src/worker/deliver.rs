@@ -12,11 +12,11 @@ use futures::StreamExt;
 use serde::Serialize;
 
 use super::{Error, RunOptions};
-use crate::crd::SignaturePolicySpec;
-use crate::due::Timing;
 use crate::notify::{self, Channel, Digest, Message};
-use crate::store::{ClaimedDelivery, NoticeKind, Outcome, Store};
-use crate::templates::{Renderer, TemplateContext};
+use crate::policy::NoticeKind;
+use crate::policy::templates::TemplateContext;
+use crate::policy::{Policy, Timing};
+use crate::store::{ClaimedDelivery, Outcome, Store};
 
 /// What happened to the deliveries a run held. Serialized flat into the run's summary line.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -78,9 +78,7 @@ impl From<&ClaimedDelivery> for Attempt {
 
 /// Renders and sends claimed deliveries for one policy.
 pub(super) struct Deliverer<'a> {
-    spec: &'a SignaturePolicySpec,
-    timing: Timing,
-    renderer: Renderer,
+    policy: &'a Policy,
     channels: &'a BTreeMap<String, Arc<dyn Channel>>,
     options: RunOptions,
 }
@@ -88,7 +86,7 @@ pub(super) struct Deliverer<'a> {
 impl<'a> Deliverer<'a> {
     /// Checks that the options leave time to send and that every channel in `routes` exists.
     pub(super) fn new<'r>(
-        spec: &'a SignaturePolicySpec,
+        policy: &'a Policy,
         channels: &'a BTreeMap<String, Arc<dyn Channel>>,
         routes: impl IntoIterator<Item = &'r String>,
         options: RunOptions,
@@ -106,16 +104,14 @@ impl<'a> Deliverer<'a> {
             }
         }
         Ok(Self {
-            spec,
-            timing: Timing::from_spec(spec).map_err(Error::Config)?,
-            renderer: Renderer::new(spec).map_err(Error::Config)?,
+            policy,
             channels,
             options,
         })
     }
 
-    pub(super) fn timing(&self) -> &Timing {
-        &self.timing
+    pub(super) fn timing(&self) -> &'a Timing {
+        self.policy.timing()
     }
 
     pub(super) fn options(&self) -> &RunOptions {
@@ -325,7 +321,8 @@ impl<'a> Deliverer<'a> {
     fn message(&self, delivery: &ClaimedDelivery) -> Result<Message, String> {
         let mut message = self.fields(delivery);
         message.content = self
-            .renderer
+            .policy
+            .renderer()
             .render(delivery.kind, &self.context(delivery))?;
         Ok(message)
     }
@@ -343,7 +340,7 @@ impl<'a> Deliverer<'a> {
             signer_name: workflow.signer_name.clone(),
             document_title: workflow.document_title.clone(),
             signing_url: workflow.signing_url.clone(),
-            deadline: self.timing.deadline(workflow),
+            deadline: self.policy.timing().deadline(workflow),
             idempotency_key: delivery.idempotency_key.clone(),
             content: Default::default(),
         }
@@ -351,13 +348,13 @@ impl<'a> Deliverer<'a> {
 
     fn context(&self, delivery: &ClaimedDelivery) -> TemplateContext {
         let workflow = &delivery.workflow;
-        let zone = self.timing.zone_for(workflow);
+        let zone = self.policy.timing().zone_for(workflow);
         let local = |t: DateTime<Utc>| {
             t.with_timezone(&zone)
                 .format("%Y-%m-%d %H:%M %Z")
                 .to_string()
         };
-        let deadline = self.timing.deadline(workflow);
+        let deadline = self.policy.timing().deadline(workflow);
         TemplateContext {
             workflow_id: workflow.id.to_string(),
             workflow_type: workflow.workflow_type.clone(),
@@ -368,7 +365,12 @@ impl<'a> Deliverer<'a> {
             requested_at: local(workflow.requested_at),
             deadline: deadline.map(local),
             reminder_number: delivery.sequence,
-            max_reminders: self.spec.reminders.as_ref().map_or(0, |r| r.max_reminders),
+            max_reminders: self
+                .policy
+                .spec()
+                .reminders
+                .as_ref()
+                .map_or(0, |r| r.max_reminders),
             kind: delivery.kind.as_str(),
         }
     }

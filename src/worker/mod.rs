@@ -21,10 +21,10 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::crd::SignaturePolicySpec;
-use crate::due::Readiness;
 use crate::notify::{self, Channel, RetryPolicy};
-use crate::store::{self, DueCursor, DueQuery, NoticeKind, REMINDER_WORKER_KINDS, Store};
+use crate::policy::timing::Readiness;
+use crate::policy::{DueQuery, NoticeKind, Policy, Section};
+use crate::store::{self, DueCursor, Store};
 use deliver::{Deliverer, Digests};
 
 /// Why a run could not complete.
@@ -146,39 +146,27 @@ impl DeliveryCounts {
     }
 }
 
-/// The channels each kind of notice goes to, from the policy.
-pub fn channels_by_kind(spec: &SignaturePolicySpec) -> BTreeMap<NoticeKind, Vec<String>> {
-    let mut map = BTreeMap::new();
-    if let Some(r) = &spec.reminders {
-        map.insert(NoticeKind::Reminder, r.channels.clone());
-    }
-    if let Some(w) = &spec.expiry_warning {
-        map.insert(NoticeKind::ExpiryWarning, w.channels.clone());
-    }
-    if let Some(e) = &spec.escalation {
-        map.insert(NoticeKind::Escalation, e.channels.clone());
-    }
-    map
-}
-
 /// Everything a reminders run needs besides the database.
 pub struct Run<'a> {
     deliverer: Deliverer<'a>,
     query: Option<DueQuery>,
-    routes: BTreeMap<NoticeKind, Vec<String>>,
+    routes: &'a BTreeMap<NoticeKind, Vec<String>>,
 }
 
 impl<'a> Run<'a> {
     /// Prepares a run; every channel the policy routes to must be in `channels`.
     pub fn new(
-        spec: &'a SignaturePolicySpec,
+        policy: &'a Policy,
         channels: &'a BTreeMap<String, Arc<dyn Channel>>,
         options: RunOptions,
     ) -> Result<Self, Error> {
-        let routes = channels_by_kind(spec);
-        let deliverer = Deliverer::new(spec, channels, routes.values().flatten(), options)?;
+        let routes = policy.routes();
+        let sent_here = Section::Reminders
+            .kinds()
+            .filter_map(|kind| routes.get(&kind));
+        let deliverer = Deliverer::new(policy, channels, sent_here.flatten(), options)?;
         Ok(Self {
-            query: DueQuery::new(&spec.workflow_types(), deliverer.timing()),
+            query: policy.due_query(),
             deliverer,
             routes,
         })
@@ -201,7 +189,7 @@ impl<'a> Run<'a> {
             .deliverer
             .recover(
                 store,
-                &REMINDER_WORKER_KINDS,
+                &Section::Reminders.kinds().collect::<Vec<_>>(),
                 &query.workflow_types,
                 &mut digests,
                 &mut summary.deliveries,
@@ -297,10 +285,11 @@ mod tests {
         assert_eq!(options.worst_send(), Duration::from_secs(4 * 30 + 3 * 60));
         assert_eq!(options.send_window(), Duration::from_secs(15 * 60 - 300));
 
-        let spec: SignaturePolicySpec = serde_saphyr::from_str(
+        let spec: crate::crd::SignaturePolicySpec = serde_saphyr::from_str(
             "database: {urlSecretRef: {name: db, key: url}}\nreminders: {channels: [log]}\nchannels: [{name: log, log: {}}]\n",
         )
         .unwrap();
+        let spec = Policy::parse(&spec).unwrap();
         let out = crate::notify::log::stdout();
         let channels: BTreeMap<String, Arc<dyn Channel>> = BTreeMap::from([(
             "log".to_owned(),

@@ -7,10 +7,10 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::{Error, channels_by_kind};
-use crate::crd::SignaturePolicySpec;
-use crate::due::{Readiness, Timing};
-use crate::store::{DueCursor, DueQuery, NoticeKind, Store};
+use super::Error;
+use crate::policy::timing::Readiness;
+use crate::policy::{NoticeKind, Policy};
+use crate::store::{DueCursor, Store};
 
 /// One delivery a run would make or hold.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -46,10 +46,9 @@ pub struct Plan {
     pub deliveries: Vec<PlannedDelivery>,
 }
 
-/// Computes the plan of `spec` against `store`, reading only.
-pub async fn plan(store: &Store, spec: &SignaturePolicySpec, page: i64) -> Result<Plan, Error> {
-    let timing = Timing::from_spec(spec).map_err(Error::Config)?;
-    let workflow_types = spec.workflow_types();
+/// Computes the plan of `policy` against `store`, reading only.
+pub async fn plan(store: &Store, policy: &Policy, page: i64) -> Result<Plan, Error> {
+    let timing = policy.timing();
     let now = store.now().await?;
     let mut plan = Plan {
         now,
@@ -57,10 +56,9 @@ pub async fn plan(store: &Store, spec: &SignaturePolicySpec, page: i64) -> Resul
         held: 0,
         deliveries: Vec::new(),
     };
-    let Some(query) = DueQuery::new(&workflow_types, &timing) else {
+    let Some(query) = policy.due_query() else {
         return Ok(plan);
     };
-    let routes = channels_by_kind(spec);
     let mut cursor = DueCursor::default();
     loop {
         let rows = store.due_page(&query, &mut cursor, page).await?;
@@ -73,7 +71,7 @@ pub async fn plan(store: &Store, spec: &SignaturePolicySpec, page: i64) -> Resul
                     Readiness::Now => ("send", None),
                     Readiness::HeldUntil(until) => ("hold", until),
                 };
-                for channel in routes.get(&notice.kind).into_iter().flatten() {
+                for channel in policy.channels(notice.kind) {
                     if action == "send" {
                         plan.send += 1;
                     } else {

@@ -12,10 +12,9 @@ use serde::Serialize;
 
 use super::deliver::{Deliverer, DeliveryCounts, Digests};
 use super::{Error, Progress, RunOptions};
-use crate::controller::names::Section;
-use crate::crd::SignaturePolicySpec;
 use crate::notify::Channel;
-use crate::store::{NoticeKind, Store, TimeoutCursor, TimeoutQuery};
+use crate::policy::{Policy, Section, TimeoutQuery};
+use crate::store::{Store, TimeoutCursor};
 
 /// The result of a timeouts run: the JSON summary line on stdout, and the policy's
 /// `status.timeouts`. `sent` counts alerts delivered (one workflow and channel).
@@ -48,23 +47,19 @@ pub struct Timeouts<'a> {
 impl<'a> Timeouts<'a> {
     /// Prepares a run; every channel `timeout.channels` names must be in `channels`.
     pub fn new(
-        spec: &'a SignaturePolicySpec,
+        policy: &'a Policy,
         channels: &'a BTreeMap<String, Arc<dyn Channel>>,
         options: RunOptions,
     ) -> Result<Self, Error> {
-        let routes: Vec<String> = Section::Timeouts
-            .channels(spec)
+        let routes: Vec<String> = policy
+            .section_channels(Section::Timeouts)
             .into_iter()
             .map(String::from)
             .collect();
-        let deliverer = Deliverer::new(spec, channels, &routes, options)?;
-        let query = spec.timeout.as_ref().map(|t| TimeoutQuery {
-            workflow_types: spec.workflow_types(),
-            timeout_after: t.after.as_secs() as f64,
-        });
+        let deliverer = Deliverer::new(policy, channels, &routes, options)?;
         Ok(Self {
             deliverer,
-            query,
+            query: policy.timeout_query(),
             channels: routes,
         })
     }
@@ -84,7 +79,7 @@ impl<'a> Timeouts<'a> {
         self.deliverer
             .recover(
                 store,
-                &[NoticeKind::TimeoutAlert],
+                &Section::Timeouts.kinds().collect::<Vec<_>>(),
                 &query.workflow_types,
                 &mut digests,
                 &mut summary.alerts,

@@ -286,9 +286,7 @@ pub fn policy(spec: &str) -> signet::crd::SignaturePolicySpec {
     let yaml = format!(
         "apiVersion: signet.dev/v1alpha1\nkind: SignaturePolicy\nmetadata: {{name: p, namespace: ns}}\nspec:\n{spec}"
     );
-    let value = signet::admission::files::parse_documents(&yaml)
-        .unwrap()
-        .remove(0);
+    let value = signet::manifests::parse_documents(&yaml).unwrap().remove(0);
     let verdict = signet::admission::Admission::new().check(value);
     assert!(verdict.errors.is_empty(), "{:#?}\n{yaml}", verdict.errors);
     verdict.policy.unwrap().spec

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use signet::crd::SignaturePolicySpec;
 use signet::notify::{self, Channel, RetryPolicy};
+use signet::policy::Policy;
 use signet::store::Store;
 use signet::store::testing::{self, Backend, Seed, TestDatabase};
 use signet::worker::{Run, RunOptions, RunSummary, TimeoutSummary, Timeouts};
@@ -81,7 +82,8 @@ impl Harness {
 
     pub async fn run(&self, spec: &SignaturePolicySpec) -> RunSummary {
         let channels = self.channels(spec);
-        Run::new(spec, &channels, options())
+        let policy = Policy::parse(spec).unwrap();
+        Run::new(&policy, &channels, options())
             .unwrap()
             .send_reminders(&self.store)
             .await
@@ -91,7 +93,8 @@ impl Harness {
     /// One timeouts run; panics on a run error.
     pub async fn check_timeouts(&self, spec: &SignaturePolicySpec) -> TimeoutSummary {
         let channels = self.channels(spec);
-        Timeouts::new(spec, &channels, options())
+        let policy = Policy::parse(spec).unwrap();
+        Timeouts::new(&policy, &channels, options())
             .unwrap()
             .check_timeouts(&self.store)
             .await

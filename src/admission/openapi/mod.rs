@@ -27,9 +27,9 @@ const DNS1123_SUBDOMAIN: &str =
 const LABEL_MESSAGE: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character";
 const SUBDOMAIN_MESSAGE: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character";
 
-/// Problems are reported as the crate's [`FieldError`](crate::validation::FieldError): an apiserver-style path (empty for the
+/// Problems are reported as the crate's [`FieldError`](crate::policy::validate::FieldError): an apiserver-style path (empty for the
 /// object itself) and an apiserver-like message such as `Required value`.
-pub use crate::validation::FieldError as SchemaError;
+pub use crate::policy::validate::FieldError as SchemaError;
 
 /// Applies defaults in place then validates; returns every error, in document order.
 ///

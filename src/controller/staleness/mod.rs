@@ -29,11 +29,10 @@ use kube::ResourceExt;
 
 use super::build::{Desired, defaults};
 use super::metrics::SectionHealth;
-use super::names::Section;
 use crate::constants::{LABEL_POLICY, reason};
 use crate::crd::{RunOutcome, SignaturePolicy, SignaturePolicyStatus};
+use crate::policy::{Section, ValidPolicy};
 use crate::schedule::Schedule;
-use crate::validation::ValidPolicy;
 
 #[cfg(test)]
 mod tests;
@@ -276,10 +275,7 @@ impl Report {
             .cron_jobs
             .iter()
             .filter_map(|(section, cron_job)| {
-                let schedule = match section {
-                    Section::Reminders => valid.reminders_schedule.as_ref(),
-                    Section::Timeouts => valid.timeout_schedule.as_ref(),
-                }?;
+                let schedule = valid.schedule(*section)?;
                 let spec = cron_job.spec.as_ref()?;
                 let run_limit = spec
                     .job_template
@@ -289,7 +285,7 @@ impl Report {
                     .unwrap_or(defaults::MAX_ACTIVE_DEADLINE_SECONDS);
                 let clock = SectionClock {
                     schedule,
-                    zone: valid.time_zone,
+                    zone: valid.time_zone(),
                     run_limit: Duration::from_secs(run_limit.max(0).unsigned_abs()),
                     last_success: last_success(status, *section).map(seconds),
                     cron_job_created: cron_jobs_created.get(section).map(|t| seconds(t.0)),
@@ -300,7 +296,7 @@ impl Report {
                     section: *section,
                     verdict: assess(&clock, resumed.is_none(), seconds(now.0)),
                     schedule: spec.schedule.clone(),
-                    zone: valid.time_zone,
+                    zone: valid.time_zone(),
                     last_run: LastRun::of(status, *section),
                 })
             })

@@ -170,7 +170,7 @@ fn check_template(path: &str, template: &MessageTemplate, errors: &mut Vec<Field
         ("html", &template.html),
     ];
     for (field, source) in parts {
-        if let Some(Err(message)) = source.as_deref().map(crate::templates::check) {
+        if let Some(Err(message)) = source.as_deref().map(crate::policy::templates::check) {
             errors.push(FieldError::new(format!("{path}.{field}"), message));
         }
     }

@@ -5,8 +5,10 @@
 use minijinja::{AutoEscape, Environment};
 use serde::Serialize;
 
-use crate::crd::{MessageTemplate, SignaturePolicySpec};
-use crate::store::NoticeKind;
+use crate::crd::SignaturePolicySpec;
+
+use super::notice::NoticeKind;
+use super::routes;
 
 /// Variables available to reminder and warning templates.
 pub const VARIABLES: &[&str] = &[
@@ -127,10 +129,26 @@ const DEFAULT_ALERT: [&str; 3] = [
      {% if deadline %}, deadline {{ deadline }}{% endif %}.</p>\n",
 ];
 
+/// The built-in wording of `kind`: subject, text, html.
+fn defaults(kind: NoticeKind) -> [&'static str; 3] {
+    match kind {
+        NoticeKind::Reminder => DEFAULT_REMINDER,
+        NoticeKind::ExpiryWarning => DEFAULT_EXPIRY_WARNING,
+        NoticeKind::Escalation | NoticeKind::TimeoutAlert => DEFAULT_ALERT,
+    }
+}
+
 /// Renders the messages of one policy. Template names are `<kind>.<part>`; `.html` ones are
 /// auto-escaped, so values from the database cannot inject markup.
+#[derive(Clone)]
 pub struct Renderer {
     env: Environment<'static>,
+}
+
+impl std::fmt::Debug for Renderer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Renderer").finish_non_exhaustive()
+    }
 }
 
 impl Renderer {
@@ -144,27 +162,10 @@ impl Renderer {
                 AutoEscape::None
             }
         });
-        let own = |t: Option<&MessageTemplate>| t.cloned().unwrap_or_default();
-        let sections = [
-            (
-                NoticeKind::Reminder,
-                DEFAULT_REMINDER,
-                spec.reminders.as_ref().and_then(|r| r.template.as_ref()),
-            ),
-            (
-                NoticeKind::ExpiryWarning,
-                DEFAULT_EXPIRY_WARNING,
-                spec.expiry_warning
-                    .as_ref()
-                    .and_then(|w| w.template.as_ref()),
-            ),
-            (NoticeKind::Escalation, DEFAULT_ALERT, None),
-            (NoticeKind::TimeoutAlert, DEFAULT_ALERT, None),
-        ];
-        for (kind, defaults, template) in sections {
-            let template = own(template);
+        for kind in NoticeKind::ALL {
+            let template = routes::template(spec, kind).cloned().unwrap_or_default();
             let overrides = [template.subject, template.text, template.html];
-            for ((part, default), own) in PARTS.iter().zip(defaults).zip(overrides) {
+            for ((part, default), own) in PARTS.iter().zip(defaults(kind)).zip(overrides) {
                 let name = format!("{}.{part}", kind.as_str());
                 if let Some(source) = &own {
                     check_tag_lengths(source).map_err(|e| format!("template {name}: {e}"))?;
@@ -357,7 +358,7 @@ mod tests {
     fn defaults_render_every_variable_and_escape_html_only() {
         let renderer = super::Renderer::new(&spec("reminders: {channels: [log]}")).unwrap();
         let r = renderer
-            .render(crate::store::NoticeKind::Reminder, &context())
+            .render(crate::policy::NoticeKind::Reminder, &context())
             .unwrap();
         assert_eq!(r.subject, "Reminder: please sign Enrollment \"2026\"");
         assert!(
@@ -393,7 +394,7 @@ mod tests {
         bare.signing_url = None;
         bare.deadline = None;
         let r = renderer
-            .render(crate::store::NoticeKind::Reminder, &bare)
+            .render(crate::policy::NoticeKind::Reminder, &bare)
             .unwrap();
         assert_eq!(r.subject, "Reminder: please sign your document");
         assert!(
@@ -405,7 +406,7 @@ mod tests {
 
         let alert = renderer
             .render(
-                crate::store::NoticeKind::Escalation,
+                crate::policy::NoticeKind::Escalation,
                 &super::TemplateContext {
                     kind: "escalation",
                     ..context()
@@ -425,7 +426,7 @@ mod tests {
         ))
         .unwrap();
         let r = renderer
-            .render(crate::store::NoticeKind::Reminder, &context())
+            .render(crate::policy::NoticeKind::Reminder, &context())
             .unwrap();
         assert_eq!(
             r.subject, "Sign Enrollment \"2026\" now",

@@ -34,8 +34,8 @@ fn timing() -> Timing {
 fn with_window(start: &str, end: &str, days: &[crate::crd::Weekday]) -> Timing {
     let mut t = timing();
     t.reminders.as_mut().unwrap().window = Some(Window::new(
-        crate::validation::parse_clock(start).unwrap(),
-        crate::validation::parse_clock(end).unwrap(),
+        crate::policy::validate::parse_clock(start).unwrap(),
+        crate::policy::validate::parse_clock(end).unwrap(),
         days,
     ));
     t

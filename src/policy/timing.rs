@@ -7,8 +7,9 @@ use chrono::{
 };
 use chrono_tz::Tz;
 
+use super::notice::NoticeKind;
+use super::workflow::Workflow;
 use crate::crd::{SendWindow, SignaturePolicySpec, Weekday};
-use crate::store::{NoticeKind, Workflow};
 
 /// The policy's timing, converted once from the spec.
 #[derive(Clone, Debug, PartialEq)]
@@ -195,7 +196,7 @@ impl Window {
 
     fn from_spec(window: &SendWindow) -> Result<Self, String> {
         let clock = |value: &str| {
-            crate::validation::parse_clock(value)
+            super::validate::parse_clock(value)
                 .ok_or_else(|| format!("send window time {value:?} is not HH:MM"))
         };
         Ok(Self::new(
