@@ -82,7 +82,8 @@ e2e:
 	  pid=$$!; trap "kill $$pid" EXIT; \
 	  $(CARGO) test --locked --test e2e -- --ignored --test-threads=1
 
-# Benchmarks print figures; see README. send_reminders needs the PostgreSQL server of the tests.
+# Benchmarks print figures; see docs/benchmarks.md. The worker benchmarks need the PostgreSQL
+# server of the tests.
 bench:
 	$(CARGO) bench --locked --bench reconcile
 	$(CARGO) bench --locked --bench send_reminders

@@ -591,11 +591,19 @@ fn value_paths(value: &Value, path: &str, out: &mut Vec<String>) {
 }
 
 #[test]
-fn the_readme_documents_every_value() {
+fn the_helm_page_documents_every_value() {
     let values: Value =
         serde_saphyr::from_str(&std::fs::read_to_string(chart_dir().join("values.yaml")).unwrap())
             .unwrap();
-    let readme = std::fs::read_to_string(Path::new(ROOT).join("README.md")).unwrap();
+    let page = std::fs::read_to_string(Path::new(ROOT).join("docs/helm-chart.md")).unwrap();
+    // The "## Values" section (its "### Alerts" included), up to the next heading of its level.
+    let values_section = page
+        .split("\n## Values\n")
+        .nth(1)
+        .expect("docs/helm-chart.md has a \"## Values\" section")
+        .split("\n## ")
+        .next()
+        .unwrap();
     let mut paths = Vec::new();
     value_paths(&values, "", &mut paths);
     assert!(paths.len() > 40, "walked values.yaml: {paths:?}");
@@ -606,14 +614,14 @@ fn the_readme_documents_every_value() {
             // One row documents the fields of every alert; the alerts table names each.
             Some(rest) => {
                 let alert = rest.split('.').next().unwrap();
-                !readme.contains(&format!("`{alerts}<alert>.enabled`"))
-                    || !readme.contains(&format!("| `{alert}` |"))
+                !values_section.contains(&format!("`{alerts}<alert>.enabled`"))
+                    || !values_section.contains(&format!("| `{alert}` |"))
             }
-            None => !readme.contains(&format!("`{path}`")),
+            None => !values_section.contains(&format!("`{path}`")),
         })
         .collect();
     assert!(
         missing.is_empty(),
-        "README.md's \"Install with Helm\" does not document: {missing:#?}"
+        "docs/helm-chart.md's \"Values\" does not document: {missing:#?}"
     );
 }
