@@ -151,27 +151,49 @@ impl std::fmt::Debug for Renderer {
     }
 }
 
-impl Renderer {
-    /// The policy's templates over the built-in defaults; the error names the broken template.
-    pub fn new(spec: &SignaturePolicySpec) -> Result<Self, String> {
-        let mut env = Environment::new();
-        env.set_auto_escape_callback(|name| {
-            if name.ends_with(".html") {
-                AutoEscape::Html
-            } else {
-                AutoEscape::None
-            }
-        });
+/// An environment with Signet's auto-escaping: `.html` templates are HTML-escaped.
+fn environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_auto_escape_callback(|name| {
+        if name.ends_with(".html") {
+            AutoEscape::Html
+        } else {
+            AutoEscape::None
+        }
+    });
+    env
+}
+
+/// The built-in wording of every kind, compiled once per process and shared by every policy.
+fn built_in() -> &'static Environment<'static> {
+    static BUILT_IN: std::sync::OnceLock<Environment<'static>> = std::sync::OnceLock::new();
+    BUILT_IN.get_or_init(|| {
+        let mut env = environment();
         for kind in NoticeKind::ALL {
-            let template = routes::template(spec, kind).cloned().unwrap_or_default();
-            let overrides = [template.subject, template.text, template.html];
-            for ((part, default), own) in PARTS.iter().zip(defaults(kind)).zip(overrides) {
+            for (part, source) in PARTS.iter().zip(defaults(kind)) {
+                env.add_template_owned(format!("{}.{part}", kind.as_str()), source)
+                    .expect("the built-in templates compile (tested)");
+            }
+        }
+        env
+    })
+}
+
+impl Renderer {
+    /// The policy's own templates (the built-in ones fill the parts it leaves out); the error
+    /// names the broken template.
+    pub fn new(spec: &SignaturePolicySpec) -> Result<Self, String> {
+        let mut env = environment();
+        for kind in NoticeKind::ALL {
+            let Some(template) = routes::template(spec, kind) else {
+                continue;
+            };
+            let own = [&template.subject, &template.text, &template.html];
+            for (part, source) in PARTS.iter().zip(own) {
+                let Some(source) = source else { continue };
                 let name = format!("{}.{part}", kind.as_str());
-                if let Some(source) = &own {
-                    check_tag_lengths(source).map_err(|e| format!("template {name}: {e}"))?;
-                }
-                let source = own.unwrap_or_else(|| default.to_owned());
-                env.add_template_owned(name.clone(), source)
+                check_tag_lengths(source).map_err(|e| format!("template {name}: {e}"))?;
+                env.add_template_owned(name.clone(), source.clone())
                     .map_err(|e| format!("template {name}: {}", describe(e)))?;
             }
         }
@@ -184,6 +206,7 @@ impl Renderer {
             let name = format!("{}.{part}", kind.as_str());
             self.env
                 .get_template(&name)
+                .or_else(|_| built_in().get_template(&name))
                 .and_then(|t| t.render(minijinja::value::Serde(context)))
                 .map_err(|e| format!("template {name}: {}", describe(e)))
         };
