@@ -1,7 +1,7 @@
 //! The documentation holds together: every relative link in README.md, CONTRIBUTING.md and
 //! docs/*.md names a file that exists, and every `#anchor` a heading of its target (GitHub's
 //! slugs); the README stays a short front page linking every page of docs/; the module map's
-//! diagram in CONTRIBUTING.md keeps the dependency rule `tests/design.rs` enforces on the code.
+//! diagram in CONTRIBUTING.md keeps the dependency rule `tests/module_graph.rs` enforces on the code.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
