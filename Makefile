@@ -16,7 +16,8 @@ KUBE_VERSIONS ?= 1.33.0 1.37.0
 build:
 	$(CARGO) build --locked
 
-test:
+# The chart tests need helm, so the tests fetch it first (once).
+test: tools
 	$(CARGO) test --locked --all-targets
 	$(CARGO) test --locked --doc
 
