@@ -117,8 +117,8 @@ struct ControllerArgs {
     )]
     leader_election_lease_name: String,
 
-    /// This replica's identity in the Lease (default: the pod name, else the host name).
-    #[arg(long, env = "POD_NAME")]
+    /// This replica's identity in the Lease (default: the host name, which in a pod is its name).
+    #[arg(long, env = "SIGNET_LEADER_ELECTION_IDENTITY")]
     leader_election_identity: Option<String>,
 
     #[command(flatten)]

@@ -209,16 +209,21 @@ fn the_controller_starts_with_the_flags_the_chart_renders() {
         assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
         assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
         assert_eq!(container["readinessProbe"]["httpGet"]["port"], "metrics");
-        let pod_name = container["env"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|e| e["name"] == "POD_NAME")
-            .expect("POD_NAME, the Lease identity");
-        assert_eq!(
-            pod_name["valueFrom"]["fieldRef"]["fieldPath"],
-            "metadata.name"
-        );
+        for (name, what) in [
+            ("SIGNET_LEADER_ELECTION_IDENTITY", "the Lease identity"),
+            ("POD_NAME", "the instance in the Events"),
+        ] {
+            let variable = container["env"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["name"] == name)
+                .unwrap_or_else(|| panic!("{name}, {what}"));
+            assert_eq!(
+                variable["valueFrom"]["fieldRef"]["fieldPath"], "metadata.name",
+                "{name}"
+            );
+        }
         assert_eq!(flag(&args, "leader-election"), Some("true"), "{label}");
         assert_eq!(flag(&args, "leader-election-namespace"), Some(NAMESPACE));
         let lease_role = objects(&docs, "Role")

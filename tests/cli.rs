@@ -113,8 +113,74 @@ fn validate_reports_missing_files_and_yaml_errors() {
     );
 }
 
+/// The subcommands `signet --help` lists (not `help` itself).
+fn subcommands() -> Vec<String> {
+    let help = String::from_utf8(signet(&["--help"]).stdout).unwrap();
+    help.lines()
+        .skip_while(|l| *l != "Commands:")
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| *name != "help")
+        .map(String::from)
+        .collect()
+}
+
+/// Every option and argument a `--help` page lists, with the text that describes it.
+fn described_options(help: &str) -> Vec<(String, String)> {
+    let mut options: Vec<(String, String)> = Vec::new();
+    let mut in_list = false;
+    for line in help.lines() {
+        if line == "Options:" || line == "Arguments:" {
+            in_list = true;
+            continue;
+        }
+        if !in_list {
+            continue;
+        }
+        let trimmed = line.trim_start();
+        let indent = line.len() - trimmed.len();
+        // Entries start at a two-space indent (`  -f, --file`, `      --flag`, `  [FILES]...`);
+        // their descriptions are indented further.
+        let entry = (2..=6).contains(&indent)
+            && (trimmed.starts_with('-') || trimmed.starts_with('[') || trimmed.starts_with('<'));
+        if entry {
+            options.push((trimmed.to_owned(), String::new()));
+        } else if let Some((_, text)) = options.last_mut() {
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    options
+}
+
 #[test]
 fn every_option_has_an_environment_fallback() {
+    let commands = subcommands();
+    assert!(commands.len() >= 9, "{commands:?}");
+    let mut pages = vec![("signet".to_owned(), signet(&["--help"]))];
+    for command in &commands {
+        pages.push((format!("signet {command}"), signet(&[command, "--help"])));
+    }
+    let mut checked = 0;
+    let mut missing = Vec::new();
+    for (page, output) in pages {
+        assert_eq!(output.status.code(), Some(0), "{page} --help");
+        let help = String::from_utf8(output.stdout).unwrap();
+        for (option, text) in described_options(&help) {
+            if option.contains("--help") || option.contains("--version") {
+                continue;
+            }
+            checked += 1;
+            if !text.contains("[env: SIGNET_") {
+                missing.push(format!("{page}: {option}"));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "options without a SIGNET_ variable: {missing:#?}");
+    assert!(checked > 40, "only {checked} options were found on the help pages");
+
+    // And the fallback is read: settings given only as variables take effect.
     let output = Command::new(env!("CARGO_BIN_EXE_signet"))
         .args(["validate"])
         .env("SIGNET_VALIDATE_FILES", "examples/minimal.yaml")
