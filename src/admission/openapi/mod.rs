@@ -44,6 +44,8 @@ pub fn default_and_validate(schema: &Value, object: &mut Value) -> Vec<SchemaErr
 struct Validator {
     /// Compiled `pattern`s; `None` remembers one that does not compile.
     regexes: HashMap<String, Option<Regex>>,
+    /// How many times a pattern was compiled (once each, thanks to `regexes`).
+    compilations: usize,
     errors: Vec<SchemaError>,
     /// Above zero while evaluating `allOf`/`anyOf`/`oneOf`/`not` branches, which in structural
     /// schemas only carry value validations: no defaulting and no unknown-field checks there.
@@ -124,7 +126,11 @@ impl Validator {
     /// `None` when the pattern does not compile.
     fn matches(&mut self, pattern: &str, text: &str) -> Option<bool> {
         let entry = self.regexes.entry(pattern.to_owned());
-        let compiled = entry.or_insert_with(|| Regex::new(pattern).ok());
+        let compilations = &mut self.compilations;
+        let compiled = entry.or_insert_with(|| {
+            *compilations += 1;
+            Regex::new(pattern).ok()
+        });
         compiled.as_ref().map(|re| re.is_match(text))
     }
 
