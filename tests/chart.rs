@@ -329,7 +329,10 @@ fn pods_run_restricted() {
             .filter(|kind| !objects(&docs, kind).is_empty())
             .collect();
         // Both renders have the controller; the one with every option has the migration Job.
-        assert!(kinds.contains("Deployment"), "{label}: no controller pod found");
+        assert!(
+            kinds.contains("Deployment"),
+            "{label}: no controller pod found"
+        );
         if label.contains("option") {
             assert!(kinds.contains("Job"), "{label}: no migration Job pod found");
         }

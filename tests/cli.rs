@@ -177,8 +177,14 @@ fn every_option_has_an_environment_fallback() {
             }
         }
     }
-    assert!(missing.is_empty(), "options without a SIGNET_ variable: {missing:#?}");
-    assert!(checked > 40, "only {checked} options were found on the help pages");
+    assert!(
+        missing.is_empty(),
+        "options without a SIGNET_ variable: {missing:#?}"
+    );
+    assert!(
+        checked > 40,
+        "only {checked} options were found on the help pages"
+    );
 
     // And the fallback is read: settings given only as variables take effect.
     let output = Command::new(env!("CARGO_BIN_EXE_signet"))

@@ -562,6 +562,10 @@ mod tests {
 
     #[test]
     fn the_demo_policy_is_valid() {
+        // Everything a cluster would check, not only what the demo's own parse checks.
+        let document = crate::manifests::parse_documents(POLICY).unwrap().remove(0);
+        let verdict = crate::admission::Admission::new().check(document);
+        assert_eq!(verdict.errors, [], "examples/demo.yaml");
         let spec = policy().spec().clone();
         assert!(spec.reminders.is_some() && spec.timeout.is_some());
     }
