@@ -6,7 +6,8 @@
 use std::sync::{LazyLock, mpsc};
 use std::time::Duration as StdDuration;
 
-use chrono::{DateTime, TimeZone, Utc};
+use jiff::tz::TimeZone;
+use jiff::{Timestamp, Zoned};
 use proptest::prelude::*;
 use serde_json::{Map, Value};
 use signet::admission::Admission;
@@ -168,32 +169,29 @@ fn cron_like() -> impl Strategy<Value = String> {
 }
 
 /// Instants between 1970 and 2200.
-fn instant() -> impl Strategy<Value = DateTime<Utc>> {
-    (0i64..7_258_118_400, 0u32..1_000_000_000)
-        .prop_map(|(secs, nanos)| Utc.timestamp_opt(secs, nanos).single().expect("in range"))
+fn instant() -> impl Strategy<Value = Timestamp> {
+    (0i64..7_258_118_400, 0i32..1_000_000_000)
+        .prop_map(|(secs, nanos)| Timestamp::new(secs, nanos).expect("in range"))
 }
 
 /// Zones with and without DST, and with odd offsets.
-fn zone() -> impl Strategy<Value = chrono_tz::Tz> {
+fn zone() -> impl Strategy<Value = TimeZone> {
     prop::sample::select(vec![
-        chrono_tz::UTC,
-        chrono_tz::Europe::Berlin,
-        chrono_tz::America::New_York,
-        chrono_tz::Australia::Lord_Howe,
-        chrono_tz::Asia::Kathmandu,
-        chrono_tz::Pacific::Apia,
-        chrono_tz::America::Santiago,
+        "UTC",
+        "Europe/Berlin",
+        "America/New_York",
+        "Australia/Lord_Howe",
+        "Asia/Kathmandu",
+        "Pacific/Apia",
+        "America/Santiago",
     ])
+    .prop_map(|name| signet::policy::time::zone(name).expect("bundled"))
 }
 
 /// Checks what an accepted schedule must give: a next fire time after `t`, periods in order.
-fn check_fire_times(
-    schedule: &Schedule,
-    at: DateTime<Utc>,
-    tz: chrono_tz::Tz,
-) -> Result<(), TestCaseError> {
+fn check_fire_times(schedule: &Schedule, at: Timestamp, tz: TimeZone) -> Result<(), TestCaseError> {
     let schedule_copy = schedule.clone();
-    let local = at.with_timezone(&tz);
+    let local: Zoned = at.to_zoned(tz);
     let (next, periods) = within(StdDuration::from_secs(20), move || {
         let next = schedule_copy.next_after(&local);
         let periods = (
@@ -204,7 +202,7 @@ fn check_fire_times(
     });
     if let Some(next) = next {
         prop_assert!(
-            next > at.with_timezone(&tz),
+            next.timestamp() > at,
             "{:?} after {} gave {}",
             schedule,
             at,

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use chrono::TimeZone;
+use jiff::tz::TimeZone;
 use k8s_openapi::api::batch::v1::{
     CronJob, CronJobSpec, JobSpec, JobTemplateSpec, PodFailurePolicy,
     PodFailurePolicyOnExitCodesRequirement, PodFailurePolicyRule,
@@ -23,7 +23,7 @@ use kube::Resource;
 use super::names;
 use crate::constants::*;
 use crate::crd::{ConcurrencyPolicy, SecretKeyRef, SignaturePolicySpec};
-use crate::policy::{Policy, Section, ValidPolicy};
+use crate::policy::{Policy, Section, ValidPolicy, time};
 use crate::schedule::Schedule;
 
 /// How worker containers are run; set by the controller's flags (and the Helm chart).
@@ -304,8 +304,8 @@ fn cron_job(
 
 /// The shortest gap between runs, measured over a fixed year so the result does not depend on
 /// when the controller runs (DST changes are inside the horizon either way).
-pub fn shortest_period(schedule: &Schedule, zone: chrono_tz::Tz) -> Duration {
-    let reference = zone.with_ymd_and_hms(2026, 1, 5, 0, 0, 0).earliest();
+pub fn shortest_period(schedule: &Schedule, zone: &TimeZone) -> Duration {
+    let reference = time::earliest(zone, jiff::civil::date(2026, 1, 5).at(0, 0, 0, 0));
     reference
         .and_then(|from| schedule.shortest_period(&from))
         .unwrap_or(Duration::from_secs(86_400))

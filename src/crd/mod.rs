@@ -243,17 +243,17 @@ pub enum Weekday {
 }
 
 impl Weekday {
-    /// The day of a chrono weekday.
-    pub fn from_chrono(day: chrono::Weekday) -> Self {
+    /// The day of a jiff weekday.
+    pub fn from_jiff(day: jiff::civil::Weekday) -> Self {
         use Weekday::*;
         match day {
-            chrono::Weekday::Mon => Mon,
-            chrono::Weekday::Tue => Tue,
-            chrono::Weekday::Wed => Wed,
-            chrono::Weekday::Thu => Thu,
-            chrono::Weekday::Fri => Fri,
-            chrono::Weekday::Sat => Sat,
-            chrono::Weekday::Sun => Sun,
+            jiff::civil::Weekday::Monday => Mon,
+            jiff::civil::Weekday::Tuesday => Tue,
+            jiff::civil::Weekday::Wednesday => Wed,
+            jiff::civil::Weekday::Thursday => Thu,
+            jiff::civil::Weekday::Friday => Fri,
+            jiff::civil::Weekday::Saturday => Sat,
+            jiff::civil::Weekday::Sunday => Sun,
         }
     }
 

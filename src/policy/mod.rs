@@ -7,13 +7,14 @@ pub mod notice;
 pub mod query;
 pub mod routes;
 pub mod templates;
+pub mod time;
 pub mod timing;
 pub mod validate;
 pub mod workflow;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use chrono_tz::Tz;
+use jiff::tz::TimeZone;
 
 use crate::crd::{SignaturePolicy, SignaturePolicySpec};
 use crate::schedule::Schedule;
@@ -29,7 +30,7 @@ pub use workflow::Workflow;
 #[derive(Clone, Debug)]
 pub struct Policy {
     spec: SignaturePolicySpec,
-    zone: Tz,
+    zone: TimeZone,
     reminders_schedule: Option<Schedule>,
     timeout_schedule: Option<Schedule>,
     timing: Timing,
@@ -65,10 +66,8 @@ impl Policy {
             s.parse::<Schedule>().map_err(|e| at(path)(e.to_string()))
         };
         Ok(Self {
-            zone: spec
-                .time_zone
-                .parse()
-                .map_err(|_| at("spec.timeZone")("not a known IANA time zone".into()))?,
+            zone: time::zone(&spec.time_zone)
+                .ok_or_else(|| at("spec.timeZone")("not a known IANA time zone".into()))?,
             reminders_schedule: spec
                 .reminders
                 .as_ref()
@@ -92,8 +91,8 @@ impl Policy {
     }
 
     /// `spec.timeZone`.
-    pub fn zone(&self) -> Tz {
-        self.zone
+    pub fn zone(&self) -> &TimeZone {
+        &self.zone
     }
 
     /// The schedule of `section`'s CronJob, when the section is enabled.
@@ -249,7 +248,7 @@ impl ValidPolicy {
     }
 
     /// The zone of `spec.timeZone`.
-    pub fn time_zone(&self) -> Tz {
+    pub fn time_zone(&self) -> &TimeZone {
         self.core.zone()
     }
 

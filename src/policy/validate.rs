@@ -5,8 +5,9 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use chrono::{Datelike, TimeZone, Timelike};
+use jiff::SignedDuration;
 
+use super::time;
 use crate::crd::{ChannelKind, MessageTemplate, SendWindow, SignaturePolicySpec};
 use crate::schedule::Schedule;
 
@@ -72,12 +73,12 @@ pub fn validate(spec: &SignaturePolicySpec) -> Result<(), Vec<FieldError>> {
 }
 
 fn check_time_zone(zone: &str, errors: &mut Vec<FieldError>) {
-    if zone.parse::<chrono_tz::Tz>().is_ok() {
+    if time::zone(zone).is_some() {
         return;
     }
-    let hint = match chrono_tz::Tz::from_str_insensitive(zone) {
-        Ok(tz) => format!("; did you mean {:?}?", tz.name()),
-        Err(_) => {
+    let hint = match time::zone_name_ignoring_case(zone) {
+        Some(name) => format!("; did you mean {name:?}?"),
+        None => {
             "; use a name from the IANA time zone database such as \"Europe/Berlin\" or \"UTC\""
                 .to_owned()
         }
@@ -106,18 +107,18 @@ fn check_send_window(
     window: &SendWindow,
     errors: &mut Vec<FieldError>,
 ) {
-    let (Ok(tz), Ok(schedule_parsed), Some(start), Some(end)) = (
-        zone.parse::<chrono_tz::Tz>(),
+    let (Some(tz), Ok(schedule_parsed), Some(start), Some(end)) = (
+        time::zone(zone),
         schedule.parse::<Schedule>(),
         parse_clock(&window.start),
         parse_clock(&window.end),
     ) else {
         return; // reported elsewhere
     };
-    let Some(mut at) = tz.with_ymd_and_hms(2026, 1, 5, 0, 0, 0).earliest() else {
+    let Some(mut at) = time::earliest(&tz, jiff::civil::date(2026, 1, 5).at(0, 0, 0, 0)) else {
         return;
     };
-    let horizon = at + chrono::Duration::days(14);
+    let horizon = at.timestamp() + SignedDuration::from_hours(14 * 24);
     let in_window = |minute: u32| {
         if start < end {
             start <= minute && minute < end
@@ -130,11 +131,12 @@ fn check_send_window(
         let Some(next) = schedule_parsed.next_after(&at) else {
             break;
         };
-        if next > horizon {
+        if next.timestamp() > horizon {
             break;
         }
-        let day = crate::crd::Weekday::from_chrono(next.weekday());
-        if window.days.contains(&day) && in_window(next.hour() * 60 + next.minute()) {
+        let day = crate::crd::Weekday::from_jiff(next.weekday());
+        let minute = i32::from(next.hour()) * 60 + i32::from(next.minute());
+        if window.days.contains(&day) && in_window(minute.unsigned_abs()) {
             return;
         }
         at = next;
@@ -510,7 +512,7 @@ pub struct ValidPolicy {
     /// The policy itself, for owner references and the spec.
     pub policy: crate::crd::SignaturePolicy,
     /// The zone of `spec.timeZone`.
-    pub time_zone: chrono_tz::Tz,
+    pub time_zone: jiff::tz::TimeZone,
     /// `spec.reminders.schedule`, parsed, when reminders are enabled.
     pub reminders_schedule: Option<Schedule>,
     /// `spec.timeout.schedule`, parsed, when timeouts are enabled.
@@ -542,7 +544,7 @@ impl ValidPolicy {
         Ok(Self {
             name,
             namespace,
-            time_zone: spec.time_zone.parse().unwrap_or(chrono_tz::UTC),
+            time_zone: time::zone(&spec.time_zone).unwrap_or(jiff::tz::TimeZone::UTC),
             reminders_schedule: spec.reminders.as_ref().and_then(|r| parse(&r.schedule)),
             timeout_schedule: spec.timeout.as_ref().and_then(|t| parse(&t.schedule)),
             policy: policy.clone(),

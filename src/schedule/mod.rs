@@ -5,10 +5,12 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, Offset, TimeDelta, TimeZone, Timelike};
+use jiff::civil::{Date, DateTime};
+use jiff::tz::{AmbiguousOffset, Offset, TimeZone};
+use jiff::{SignedDuration, Timestamp, Zoned};
 
 /// `next_after` gives up after this many years past the starting year, as robfig does.
-const SEARCH_YEARS: i32 = 5;
+const SEARCH_YEARS: i16 = 5;
 /// How far ahead `longest_period`/`shortest_period` look.
 const PERIOD_HORIZON_DAYS: i64 = 400;
 /// Cap on the steps of the period scan. A step is a whole day of firings when no UTC-offset change
@@ -97,31 +99,41 @@ impl Schedule {
     /// An overlap wall time fires at its first occurrence only: "0 * * * *" fires at 02:00 summer
     /// time and then at 03:00 winter time, not at the second 02:00 (robfig would fire twice).
     /// `@every` adds the interval to `after` truncated to the second, as robfig does.
-    pub fn next_after<Tz: TimeZone>(&self, after: &DateTime<Tz>) -> Option<DateTime<Tz>> {
+    pub fn next_after(&self, after: &Zoned) -> Option<Zoned> {
+        let next = self.next_instant(after.timestamp(), after.time_zone())?;
+        Some(next.to_zoned(after.time_zone().clone()))
+    }
+
+    /// [`Schedule::next_after`] on an instant and the zone the schedule is read in.
+    fn next_instant(&self, after: Timestamp, tz: &TimeZone) -> Option<Timestamp> {
         if let Some(interval) = self.every {
-            let nanos = TimeDelta::nanoseconds(i64::from(after.nanosecond()));
-            let whole_second = after.clone().checked_sub_signed(nanos)?;
-            return whole_second.checked_add_signed(TimeDelta::from_std(interval).ok()?);
+            // Down to the whole second before `after` (jiff's sub-second part of an instant
+            // before 1970 is negative).
+            let floor = after.as_second() - i64::from(after.subsec_nanosecond() < 0);
+            let whole_second = Timestamp::from_second(floor).ok()?;
+            let interval = SignedDuration::try_from(interval).ok()?;
+            return whole_second.checked_add(interval).ok();
         }
         if !self.can_fire() {
             return None;
         }
-        let tz = after.timezone();
-        // Not naive_local(), which panics for instants at the very end of chrono's range.
-        let wall = after.naive_utc().checked_add_offset(after.offset().fix())?;
-        let mut candidate = (wall.date().and_hms_opt(wall.hour(), wall.minute(), 0)?)
-            .checked_add_signed(TimeDelta::minutes(1))?;
+        let wall = tz.to_datetime(after);
+        let mut candidate = wall
+            .date()
+            .at(wall.hour(), wall.minute(), 0, 0)
+            .checked_add(SignedDuration::from_mins(1))
+            .ok()?;
         let year_limit = candidate.year().saturating_add(SEARCH_YEARS);
         loop {
             let fire = self.next_wall_time(candidate, year_limit)?;
             // A gap time has no instant and is skipped. An overlap time takes its earlier instant;
             // when that is not after `after`, that wall time already fired, so the search moves on.
-            if let Some(instant) = tz.from_local_datetime(&fire).earliest()
-                && instant > *after
+            if let Some(instant) = earliest(tz, fire)
+                && instant > after
             {
                 return Some(instant);
             }
-            candidate = fire.checked_add_signed(TimeDelta::minutes(1))?;
+            candidate = fire.checked_add(SignedDuration::from_mins(1)).ok()?;
         }
     }
 
@@ -133,54 +145,55 @@ impl Schedule {
     /// gap after the horizon's last fire time counts too, so a yearly job reports a year. The scan
     /// is capped at 10,000 steps (a step is a day of firings, or one firing on a DST-change day):
     /// that covers the horizon in every real zone and keeps even "* * * * *" to a few milliseconds.
-    pub fn longest_period<Tz: TimeZone>(&self, from: &DateTime<Tz>) -> Option<Duration> {
+    pub fn longest_period(&self, from: &Zoned) -> Option<Duration> {
         self.period_extremes(from).map(|(_, longest)| longest)
     }
 
     /// The shortest gap between consecutive fire times over the same horizon.
-    pub fn shortest_period<Tz: TimeZone>(&self, from: &DateTime<Tz>) -> Option<Duration> {
+    pub fn shortest_period(&self, from: &Zoned) -> Option<Duration> {
         self.period_extremes(from).map(|(shortest, _)| shortest)
     }
 
     /// (shortest, longest) gap between consecutive fire times.
-    fn period_extremes<Tz: TimeZone>(&self, from: &DateTime<Tz>) -> Option<(Duration, Duration)> {
+    fn period_extremes(&self, from: &Zoned) -> Option<(Duration, Duration)> {
         if let Some(interval) = self.every {
             return Some((interval, interval));
         }
         // Minutes of the day at which a matching day fires, ascending.
-        let times: Vec<u32> = (0..24)
-            .filter(|hour| has(self.hour, *hour))
+        let times: Vec<i16> = (0..24u8)
+            .filter(|hour| has(self.hour, u32::from(*hour)))
             .flat_map(|hour| {
-                (0..60)
-                    .filter(|m| has(self.minute, *m))
-                    .map(move |m| hour * 60 + m)
+                (0..60u8)
+                    .filter(|m| has(self.minute, u32::from(*m)))
+                    .map(move |m| i16::from(hour) * 60 + i16::from(m))
             })
             .collect();
         let (&first_time, &last_time) = (times.first()?, times.last()?);
-        let minutes = |m: u32| TimeDelta::minutes(i64::from(m));
+        let minutes = |m: i16| SignedDuration::from_mins(i64::from(m));
         let mut whole_day = None;
         times
             .windows(2)
             .for_each(|w| widen(&mut whole_day, minutes(w[1] - w[0])));
-        let tz = from.timezone();
+        let tz = from.time_zone();
         let horizon = from
-            .clone()
-            .checked_add_signed(TimeDelta::days(PERIOD_HORIZON_DAYS))?;
+            .timestamp()
+            .checked_add(SignedDuration::from_hours(24 * PERIOD_HORIZON_DAYS))
+            .ok()?;
         let mut extremes = None;
-        let mut current = self.next_after(from)?;
+        let mut current = self.next_instant(from.timestamp(), tz)?;
         for _ in 0..PERIOD_MAX_STEPS {
-            let wall = current.naive_local();
+            let wall = tz.to_datetime(current);
             let day = wall.date();
-            let at = |m: u32| {
-                tz.from_local_datetime(&day.and_hms_opt(m / 60, m % 60, 0)?)
-                    .single()
+            let at = |m: i16| {
+                let (hour, minute) = (i8::try_from(m / 60).ok()?, i8::try_from(m % 60).ok()?);
+                unambiguous(tz, day.at(hour, minute, 0, 0))
             };
             let index = times
-                .binary_search(&(wall.hour() * 60 + wall.minute()))
+                .binary_search(&(i16::from(wall.hour()) * 60 + i16::from(wall.minute())))
                 .ok();
             let (previous, next) = match (at(first_time), at(last_time), index) {
-                (Some(first), Some(last), Some(index))
-                    if first.offset().fix() == last.offset().fix() =>
+                (Some((_, first_offset)), Some((last, last_offset)), Some(index))
+                    if first_offset == last_offset =>
                 {
                     // No offset change among the day's firings, so their gaps are wall-clock
                     // differences: take the day at once instead of stepping through 1,440 firings.
@@ -191,23 +204,19 @@ impl Schedule {
                         let rest = times[index..].windows(2);
                         rest.for_each(|w| widen(&mut extremes, minutes(w[1] - w[0])));
                     }
-                    let next = self.next_after(&last);
-                    (last, next)
+                    (last, self.next_instant(last, tz))
                 }
-                _ => (current.clone(), self.next_after(&current)),
+                _ => (current, self.next_instant(current, tz)),
             };
             let Some(next) = next else { break };
-            widen(
-                &mut extremes,
-                next.naive_utc().signed_duration_since(previous.naive_utc()),
-            );
+            widen(&mut extremes, previous.duration_until(next));
             if next >= horizon {
                 break;
             }
             current = next;
         }
         let (shortest, longest) = extremes?;
-        Some((shortest.to_std().ok()?, longest.to_std().ok()?))
+        Some((shortest.try_into().ok()?, longest.try_into().ok()?))
     }
 
     /// False when a field selects nothing (robfig accepts "," as a field): nothing to search for.
@@ -220,9 +229,9 @@ impl Schedule {
         self.minute != 0 && self.hour != 0 && self.month != 0 && days
     }
 
-    fn day_matches(&self, date: NaiveDate) -> bool {
-        let dom = has(self.dom, date.day());
-        let dow = has(self.dow, date.weekday().num_days_from_sunday());
+    fn day_matches(&self, date: Date) -> bool {
+        let dom = has(self.dom, bit_index(date.day()));
+        let dow = has(self.dow, bit_index(date.weekday().to_sunday_zero_offset()));
         if self.dom_star || self.dow_star {
             dom && dow
         } else {
@@ -231,45 +240,77 @@ impl Schedule {
     }
 
     /// The first wall-clock time at or after `start` (whole minutes) that matches every field.
-    fn next_wall_time(&self, mut start: NaiveDateTime, year_limit: i32) -> Option<NaiveDateTime> {
+    fn next_wall_time(&self, mut start: DateTime, year_limit: i16) -> Option<DateTime> {
         loop {
             if start.year() > year_limit {
                 return None;
             }
             let date = start.date();
-            if !has(self.month, date.month()) {
-                let (year, month) = if date.month() == 12 {
-                    (date.year() + 1, 1)
-                } else {
-                    (date.year(), date.month() + 1)
-                };
-                start = NaiveDate::from_ymd_opt(year, month, 1)?.and_hms_opt(0, 0, 0)?;
+            if !has(self.month, bit_index(date.month())) {
+                let first_of_next_month = date
+                    .first_of_month()
+                    .checked_add(jiff::Span::new().months(1));
+                start = first_of_next_month
+                    .ok()?
+                    .to_datetime(jiff::civil::Time::midnight());
                 continue;
             }
-            let next_day = || date.succ_opt()?.and_hms_opt(0, 0, 0);
+            let next_day = || {
+                Some(
+                    date.tomorrow()
+                        .ok()?
+                        .to_datetime(jiff::civil::Time::midnight()),
+                )
+            };
             if !self.day_matches(date) {
                 start = next_day()?;
                 continue;
             }
-            let Some(hour) = next_bit(self.hour, start.hour()) else {
+            let Some(hour) = next_bit(self.hour, bit_index(start.hour())) else {
                 start = next_day()?;
                 continue;
             };
-            let from_minute = if hour == start.hour() {
-                start.minute()
+            let from_minute = if hour == bit_index(start.hour()) {
+                bit_index(start.minute())
             } else {
                 0
             };
+            let hour = i8::try_from(hour).ok()?;
             match next_bit(self.minute, from_minute) {
-                Some(minute) => return date.and_hms_opt(hour, minute, 0),
+                Some(minute) => return Some(date.at(hour, i8::try_from(minute).ok()?, 0, 0)),
                 None => {
                     start = date
-                        .and_hms_opt(hour, 0, 0)?
-                        .checked_add_signed(TimeDelta::hours(1))?
+                        .at(hour, 0, 0, 0)
+                        .checked_add(SignedDuration::from_hours(1))
+                        .ok()?
                 }
             }
         }
     }
+}
+
+/// The earlier instant of a wall time, or none when a DST gap skips it.
+fn earliest(tz: &TimeZone, wall: DateTime) -> Option<Timestamp> {
+    let offset = match tz.to_ambiguous_timestamp(wall).offset() {
+        AmbiguousOffset::Unambiguous { offset } => offset,
+        AmbiguousOffset::Gap { .. } => return None,
+        // `before` is the offset in force before the change, so it gives the earlier instant.
+        AmbiguousOffset::Fold { before, .. } => before,
+    };
+    offset.to_timestamp(wall).ok()
+}
+
+/// The one instant of a wall time with its offset, or none in a DST gap or overlap.
+fn unambiguous(tz: &TimeZone, wall: DateTime) -> Option<(Timestamp, Offset)> {
+    match tz.to_ambiguous_timestamp(wall).offset() {
+        AmbiguousOffset::Unambiguous { offset } => Some((offset.to_timestamp(wall).ok()?, offset)),
+        AmbiguousOffset::Gap { .. } | AmbiguousOffset::Fold { .. } => None,
+    }
+}
+
+/// A small non-negative calendar number (day, month, hour, minute) as a bit index.
+fn bit_index(n: i8) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 impl FromStr for Schedule {
@@ -290,7 +331,7 @@ fn next_bit(bits: u64, from: u32) -> Option<u32> {
     (above != 0).then(|| from + above.trailing_zeros())
 }
 
-fn widen(extremes: &mut Option<(TimeDelta, TimeDelta)>, gap: TimeDelta) {
+fn widen(extremes: &mut Option<(SignedDuration, SignedDuration)>, gap: SignedDuration) {
     *extremes = Some(match *extremes {
         None => (gap, gap),
         Some((shortest, longest)) => (shortest.min(gap), longest.max(gap)),

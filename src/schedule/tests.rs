@@ -1,18 +1,26 @@
 use super::*;
-use chrono::Utc;
-use chrono_tz::{Europe::Berlin, Tz};
+use jiff::civil::date;
+use jiff::tz::Disambiguation;
 
-fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(y, mo, d, h, mi, 0)
-        .single()
+fn utc(y: i16, mo: i8, d: i8, h: i8, mi: i8) -> Zoned {
+    date(y, mo, d)
+        .at(h, mi, 0, 0)
+        .to_zoned(TimeZone::UTC)
         .expect("valid")
 }
 
+fn berlin_zone() -> TimeZone {
+    TimeZone::get("Europe/Berlin").expect("bundled")
+}
+
 /// Berlin wall time; in the fall-back overlap, the first (summer-time) instant.
-fn berlin(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> DateTime<Tz> {
-    Berlin
-        .with_ymd_and_hms(y, mo, d, h, mi, 0)
-        .earliest()
+fn berlin(y: i16, mo: i8, d: i8, h: i8, mi: i8) -> Zoned {
+    let wall = date(y, mo, d).at(h, mi, 0, 0);
+    let ambiguous = berlin_zone().into_ambiguous_zoned(wall);
+    let gap = matches!(ambiguous.offset(), jiff::tz::AmbiguousOffset::Gap { .. });
+    assert!(!gap, "{wall} is in a gap");
+    ambiguous
+        .disambiguate(Disambiguation::Earlier)
         .expect("valid")
 }
 
@@ -195,20 +203,30 @@ fn next_after_finds_the_next_matching_minute() {
         );
     }
     // Matching happens on the wall clock of the argument's zone, which is kept.
-    let plus2 = chrono::FixedOffset::east_opt(2 * 3600).expect("valid offset");
-    let fire = sched("0 9 * * *").next_after(&utc(2026, 5, 4, 8, 0).with_timezone(&plus2));
-    let fire = fire.map(|f| (f.offset().local_minus_utc(), f.day(), f.hour()));
+    let plus2 = TimeZone::fixed(jiff::tz::offset(2));
+    let fire = sched("0 9 * * *").next_after(&utc(2026, 5, 4, 8, 0).with_time_zone(plus2));
+    let fire = fire.map(|f| (f.offset().seconds(), f.day(), f.hour()));
     assert_eq!(fire, Some((7200, 5, 9)));
-    let after = utc(2026, 5, 4, 10, 0) + TimeDelta::milliseconds(1500);
+    let after = utc(2026, 5, 4, 10, 0) + SignedDuration::from_millis(1500);
     let next = sched("@every 90s").next_after(&after);
-    assert_eq!(next, Some(utc(2026, 5, 4, 10, 0) + TimeDelta::seconds(91)));
+    assert_eq!(
+        next,
+        Some(utc(2026, 5, 4, 10, 0) + SignedDuration::from_secs(91))
+    );
+    // Before 1970 too, the interval counts from the whole second before `after`.
+    let before_1970 = utc(1969, 12, 31, 23, 59) + SignedDuration::from_millis(500);
+    let next = sched("@every 90s").next_after(&before_1970);
+    assert_eq!(
+        next,
+        Some(utc(1969, 12, 31, 23, 59) + SignedDuration::from_secs(90))
+    );
 }
 
 #[test]
 fn day_of_month_and_day_of_week_combine_like_robfig() {
     let days = |spec: &str| {
         let (s, mut at) = (sched(spec), utc(2026, 2, 28, 0, 0));
-        let next = std::iter::from_fn(|| s.next_after(&at).inspect(|t| at = *t));
+        let next = std::iter::from_fn(|| s.next_after(&at).inspect(|t| at = t.clone()));
         next.map(|t| (t.month(), t.day()))
             .take(6)
             .collect::<Vec<_>>()
@@ -232,9 +250,9 @@ fn day_of_month_and_day_of_week_combine_like_robfig() {
 #[test]
 fn next_after_handles_dst_in_berlin() {
     // Next fire time in Berlin, as UTC (y, mo, d, h, mi) to make the instant unambiguous.
-    let next = |spec: &str, after: DateTime<Tz>| {
+    let next = |spec: &str, after: Zoned| {
         let fire = sched(spec).next_after(&after).expect("fires");
-        let utc = fire.naive_utc();
+        let utc = fire.timestamp().to_zoned(TimeZone::UTC);
         (utc.year(), utc.month(), utc.day(), utc.hour(), utc.minute())
     };
     // Spring forward on 2026-03-29: 02:30 does not exist and is skipped (03-30 02:30 CEST).
@@ -257,7 +275,7 @@ fn next_after_handles_dst_in_berlin() {
         next("30 2 * * *", berlin(2026, 10, 25, 2, 30)),
         (2026, 10, 26, 1, 30)
     );
-    let second_pass = utc(2026, 10, 25, 1, 10).with_timezone(&Berlin);
+    let second_pass = utc(2026, 10, 25, 1, 10).with_time_zone(berlin_zone());
     assert_eq!(next("30 2 * * *", second_pass), (2026, 10, 26, 1, 30));
     // Hourly: 02:00 CEST, then 03:00 CET two hours later; no second 02:00.
     assert_eq!(
@@ -273,7 +291,7 @@ fn next_after_handles_dst_in_berlin() {
 #[test]
 fn periods() {
     let from = utc(2026, 5, 4, 0, 0); // a Monday
-    let periods = |spec: &str, from: &DateTime<Utc>| {
+    let periods = |spec: &str, from: &Zoned| {
         let s = sched(spec);
         (s.shortest_period(from), s.longest_period(from))
     };
@@ -288,10 +306,10 @@ fn periods() {
         (secs(60), secs(2 * 86_400 + 60))
     );
     // Gaps within a day count as well as those between days.
-    let sunday_night = from - TimeDelta::minutes(30);
+    let sunday_night = &from - SignedDuration::from_mins(30);
     assert_eq!(periods("0 0,1,23 * * *", &sunday_night).1, secs(22 * 3600));
     // Started mid-day, the rest of that day counts.
-    let noon = from + TimeDelta::minutes(12 * 60 + 5);
+    let noon = &from + SignedDuration::from_mins(12 * 60 + 5);
     assert_eq!(
         periods("0,10,40 12 * * *", &noon),
         (secs(600), secs(86_400 - 2400))

@@ -21,8 +21,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use chrono::DateTime;
-use chrono_tz::Tz;
+use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
@@ -31,7 +30,7 @@ use super::build::{Desired, defaults};
 use super::metrics::SectionHealth;
 use crate::constants::{LABEL_POLICY, reason};
 use crate::crd::{RunOutcome, SignaturePolicy, SignaturePolicyStatus};
-use crate::policy::{Section, ValidPolicy};
+use crate::policy::{Section, ValidPolicy, time};
 use crate::schedule::Schedule;
 
 #[cfg(test)]
@@ -73,7 +72,7 @@ pub struct SectionClock<'a> {
     /// The section's schedule.
     pub schedule: &'a Schedule,
     /// `spec.timeZone`, where the schedule is read.
-    pub zone: Tz,
+    pub zone: TimeZone,
     /// The longest a run may take: the Job's `activeDeadlineSeconds`.
     pub run_limit: Duration,
     /// `status.<section>.lastSuccessfulRunAt`.
@@ -126,12 +125,11 @@ impl SectionClock<'_> {
     /// When a section whose clock restarted at `baseline` turns stale: the [`MISSED_RUNS`]th fire
     /// time after it, plus the run limit and [`RUN_SLACK`]. `None` when the schedule stops firing.
     pub fn stale_at(&self, baseline: Timestamp) -> Option<Timestamp> {
-        let nanos = i64::try_from(baseline.as_nanosecond()).ok()?;
-        let mut fire = DateTime::from_timestamp_nanos(nanos).with_timezone(&self.zone);
+        let mut fire = baseline.to_zoned(self.zone.clone());
         for _ in 0..MISSED_RUNS {
             fire = self.schedule.next_after(&fire)?;
         }
-        let fired = Timestamp::from_nanosecond(i128::from(fire.timestamp_nanos_opt()?)).ok()?;
+        let fired = fire.timestamp();
         let grace = SignedDuration::try_from(self.run_limit.checked_add(RUN_SLACK)?).ok()?;
         fired.checked_add(grace).ok()
     }
@@ -217,7 +215,7 @@ pub struct SectionStaleness {
     /// The schedule as written.
     pub schedule: String,
     /// `spec.timeZone`.
-    pub zone: Tz,
+    pub zone: TimeZone,
     /// Its last run, if one was reported.
     pub last_run: Option<LastRun>,
 }
@@ -285,7 +283,7 @@ impl Report {
                     .unwrap_or(defaults::MAX_ACTIVE_DEADLINE_SECONDS);
                 let clock = SectionClock {
                     schedule,
-                    zone: valid.time_zone(),
+                    zone: valid.time_zone().clone(),
                     run_limit: Duration::from_secs(run_limit.max(0).unsigned_abs()),
                     last_success: last_success(status, *section).map(seconds),
                     cron_job_created: cron_jobs_created.get(section).map(|t| seconds(t.0)),
@@ -296,7 +294,7 @@ impl Report {
                     section: *section,
                     verdict: assess(&clock, resumed.is_none(), seconds(now.0)),
                     schedule: spec.schedule.clone(),
-                    zone: valid.time_zone(),
+                    zone: valid.time_zone().clone(),
                     last_run: LastRun::of(status, *section),
                 })
             })
@@ -443,6 +441,6 @@ fn stale_line(section: &SectionStaleness, baseline: Baseline) -> String {
         section.section.as_str(),
         baseline.at,
         section.schedule,
-        section.zone.name(),
+        time::zone_name(&section.zone),
     )
 }

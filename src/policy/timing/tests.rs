@@ -1,17 +1,33 @@
-use chrono::{DateTime, Duration, TimeZone, Utc};
-use chrono_tz::Tz;
-
 use super::*;
 use crate::crd::Weekday::*;
 
-fn at(text: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(text)
-        .unwrap()
-        .with_timezone(&Utc)
+fn at(text: &str) -> Timestamp {
+    text.parse().unwrap_or_else(|e| panic!("{text}: {e}"))
 }
 
-fn hours(h: i64) -> Duration {
-    Duration::hours(h)
+/// An instant as a [`Workflow`] holds it (and `assess` takes it).
+fn db(at: Timestamp) -> DateTime<Utc> {
+    to_chrono(at)
+}
+
+fn hours(h: i64) -> SignedDuration {
+    SignedDuration::from_hours(h)
+}
+
+fn days(d: i64) -> SignedDuration {
+    hours(24 * d)
+}
+
+fn seconds(s: i64) -> SignedDuration {
+    SignedDuration::from_secs(s)
+}
+
+fn minutes(m: i64) -> SignedDuration {
+    SignedDuration::from_mins(m)
+}
+
+fn zone(name: &str) -> TimeZone {
+    time::zone(name).unwrap_or_else(|| panic!("{name} is bundled"))
 }
 
 /// 24h first, every 48h, 3 at most, timeout 14d, warning 48h before, escalation 24h after,
@@ -24,8 +40,8 @@ fn timing() -> Timing {
             max_reminders: 3,
             window: None,
         }),
-        zone: chrono_tz::Europe::Berlin,
-        timeout_after: Some(Duration::days(14)),
+        zone: zone("Europe/Berlin"),
+        timeout_after: Some(days(14)),
         expiry_warning_before: Some(hours(48)),
         escalation_after: Some(hours(24)),
     }
@@ -53,7 +69,7 @@ fn workflow() -> Workflow {
         signing_url: Some("https://sign.example.com/1".into()),
         signer_time_zone: None,
         status: "pending".into(),
-        requested_at: at(REQUESTED),
+        requested_at: db(at(REQUESTED)),
         deadline_at: None,
         reminders_sent: 0,
         last_reminded_at: None,
@@ -74,7 +90,7 @@ fn held(kind: NoticeKind, sequence: i32, until: &str) -> DueNotice {
     DueNotice {
         kind,
         sequence,
-        readiness: Readiness::HeldUntil(Some(at(until))),
+        readiness: Readiness::HeldUntil(Some(db(at(until)))),
     }
 }
 
@@ -83,13 +99,10 @@ fn first_reminder_exactly_first_after_the_request() {
     let t = timing();
     let w = workflow();
     let requested = at(REQUESTED);
-    assert_eq!(t.assess(&w, requested), vec![]);
+    assert_eq!(t.assess(&w, db(requested)), vec![]);
+    assert_eq!(t.assess(&w, db(requested + hours(24) - seconds(1))), vec![]);
     assert_eq!(
-        t.assess(&w, requested + hours(24) - Duration::seconds(1)),
-        vec![]
-    );
-    assert_eq!(
-        t.assess(&w, requested + hours(24)),
+        t.assess(&w, db(requested + hours(24))),
         vec![notice(NoticeKind::Reminder, 1)]
     );
 }
@@ -100,18 +113,15 @@ fn later_reminders_are_measured_from_the_last_one() {
     let mut w = workflow();
     let last = at("2026-01-06T15:30:00Z");
     w.reminders_sent = 1;
-    w.last_reminded_at = Some(last);
+    w.last_reminded_at = Some(db(last));
+    assert_eq!(t.assess(&w, db(last + hours(48) - seconds(1))), vec![]);
     assert_eq!(
-        t.assess(&w, last + hours(48) - Duration::seconds(1)),
-        vec![]
-    );
-    assert_eq!(
-        t.assess(&w, last + hours(48)),
+        t.assess(&w, db(last + hours(48))),
         vec![notice(NoticeKind::Reminder, 2)]
     );
     w.reminders_sent = 2;
     assert_eq!(
-        t.assess(&w, last + hours(48)),
+        t.assess(&w, db(last + hours(48))),
         vec![notice(NoticeKind::Reminder, 3)]
     );
 }
@@ -122,11 +132,11 @@ fn no_reminder_past_the_cap() {
     t.escalation_after = None;
     let mut w = workflow();
     w.reminders_sent = 3;
-    w.last_reminded_at = Some(at("2026-01-09T09:00:00Z"));
-    assert_eq!(t.assess(&w, at("2026-01-15T09:00:00Z")), vec![]);
+    w.last_reminded_at = Some(db(at("2026-01-09T09:00:00Z")));
+    assert_eq!(t.assess(&w, db(at("2026-01-15T09:00:00Z"))), vec![]);
     t.reminders.as_mut().unwrap().max_reminders = 4;
     assert_eq!(
-        t.assess(&w, at("2026-01-15T09:00:00Z")),
+        t.assess(&w, db(at("2026-01-15T09:00:00Z"))),
         vec![notice(NoticeKind::Reminder, 4)]
     );
 }
@@ -145,10 +155,10 @@ fn only_pending_workflows_are_reminded() {
     ] {
         let mut w = workflow();
         w.status = status.into();
-        assert_eq!(t.assess(&w, now), vec![], "{status}");
+        assert_eq!(t.assess(&w, db(now)), vec![], "{status}");
     }
     assert_eq!(
-        t.assess(&workflow(), now),
+        t.assess(&workflow(), db(now)),
         vec![notice(NoticeKind::Reminder, 1)]
     );
 }
@@ -158,27 +168,27 @@ fn the_deadline_stops_everything() {
     let mut t = timing();
     t.expiry_warning_before = None;
     let w = workflow();
-    let deadline = at(REQUESTED) + Duration::days(14);
+    let deadline = at(REQUESTED) + days(14);
     assert_eq!(
-        t.assess(&w, deadline - Duration::seconds(1)),
+        t.assess(&w, db(deadline - seconds(1))),
         vec![notice(NoticeKind::Reminder, 1)]
     );
-    assert_eq!(t.assess(&w, deadline), vec![]);
+    assert_eq!(t.assess(&w, db(deadline)), vec![]);
 
     // The row's own deadline wins over timeout.after, earlier or later.
     let mut early = workflow();
-    early.deadline_at = Some(at("2026-01-06T12:00:00Z"));
-    assert_eq!(t.assess(&early, at("2026-01-06T11:59:59Z")).len(), 1);
-    assert_eq!(t.assess(&early, at("2026-01-06T12:00:00Z")), vec![]);
+    early.deadline_at = Some(db(at("2026-01-06T12:00:00Z")));
+    assert_eq!(t.assess(&early, db(at("2026-01-06T11:59:59Z"))).len(), 1);
+    assert_eq!(t.assess(&early, db(at("2026-01-06T12:00:00Z"))), vec![]);
     let mut late = workflow();
-    late.deadline_at = Some(at("2026-03-01T00:00:00Z"));
-    assert_eq!(t.assess(&late, deadline + hours(1)).len(), 1);
+    late.deadline_at = Some(db(at("2026-03-01T00:00:00Z")));
+    assert_eq!(t.assess(&late, db(deadline + hours(1))).len(), 1);
 
     // Without a timeout section and without deadline_at there is no deadline.
     t.timeout_after = None;
     assert_eq!(t.deadline(&w), None);
     assert_eq!(
-        t.assess(&w, at("2027-01-01T00:00:00Z")),
+        t.assess(&w, db(at("2027-01-01T00:00:00Z"))),
         vec![notice(NoticeKind::Reminder, 1)]
     );
 }
@@ -190,15 +200,18 @@ fn downtime_yields_one_catch_up_reminder_not_a_burst() {
     t.expiry_warning_before = None;
     let mut w = workflow();
     // Down for three weeks: reminders 1, 2 and 3 were all "due" by now.
-    let back = at(REQUESTED) + Duration::days(21);
-    assert_eq!(t.assess(&w, back), vec![notice(NoticeKind::Reminder, 1)]);
+    let back = at(REQUESTED) + days(21);
+    assert_eq!(
+        t.assess(&w, db(back)),
+        vec![notice(NoticeKind::Reminder, 1)]
+    );
     // The worker claims it: the next one waits a full `every` from now.
     w.reminders_sent = 1;
-    w.last_reminded_at = Some(back);
-    assert_eq!(t.assess(&w, back + Duration::minutes(30)), vec![]);
-    assert_eq!(t.assess(&w, back + hours(47)), vec![]);
+    w.last_reminded_at = Some(db(back));
+    assert_eq!(t.assess(&w, db(back + minutes(30))), vec![]);
+    assert_eq!(t.assess(&w, db(back + hours(47))), vec![]);
     assert_eq!(
-        t.assess(&w, back + hours(48)),
+        t.assess(&w, db(back + hours(48))),
         vec![notice(NoticeKind::Reminder, 2)]
     );
 }
@@ -210,27 +223,24 @@ fn expiry_warning_once_before_the_deadline() {
     t.escalation_after = None;
     let mut w = workflow();
     w.reminders_sent = 1;
-    w.last_reminded_at = Some(at("2026-01-06T09:00:00Z"));
-    let deadline = at(REQUESTED) + Duration::days(14);
+    w.last_reminded_at = Some(db(at("2026-01-06T09:00:00Z")));
+    let deadline = at(REQUESTED) + days(14);
+    assert_eq!(t.assess(&w, db(deadline - hours(48) - seconds(1))), vec![]);
     assert_eq!(
-        t.assess(&w, deadline - hours(48) - Duration::seconds(1)),
-        vec![]
-    );
-    assert_eq!(
-        t.assess(&w, deadline - hours(48)),
+        t.assess(&w, db(deadline - hours(48))),
         vec![notice(NoticeKind::ExpiryWarning, 1)]
     );
     assert_eq!(
-        t.assess(&w, deadline - Duration::seconds(1)),
+        t.assess(&w, db(deadline - seconds(1))),
         vec![notice(NoticeKind::ExpiryWarning, 1)]
     );
-    assert_eq!(t.assess(&w, deadline), vec![]);
-    w.expiry_warned_at = Some(deadline - hours(40));
-    assert_eq!(t.assess(&w, deadline - hours(30)), vec![]);
+    assert_eq!(t.assess(&w, db(deadline)), vec![]);
+    w.expiry_warned_at = Some(db(deadline - hours(40)));
+    assert_eq!(t.assess(&w, db(deadline - hours(30))), vec![]);
     // No deadline, no warning.
     t.timeout_after = None;
     w.expiry_warned_at = None;
-    assert_eq!(t.assess(&w, deadline), vec![]);
+    assert_eq!(t.assess(&w, db(deadline)), vec![]);
 }
 
 #[test]
@@ -240,35 +250,32 @@ fn escalation_once_after_the_last_reminder_when_exhausted() {
     let mut w = workflow();
     let last = at("2026-01-10T09:00:00Z");
     w.reminders_sent = 2;
-    w.last_reminded_at = Some(last);
+    w.last_reminded_at = Some(db(last));
     // Not exhausted: reminder 3, no escalation.
     assert_eq!(
-        t.assess(&w, last + hours(48)),
+        t.assess(&w, db(last + hours(48))),
         vec![notice(NoticeKind::Reminder, 3)]
     );
     w.reminders_sent = 3;
+    assert_eq!(t.assess(&w, db(last + hours(24) - seconds(1))), vec![]);
     assert_eq!(
-        t.assess(&w, last + hours(24) - Duration::seconds(1)),
-        vec![]
-    );
-    assert_eq!(
-        t.assess(&w, last + hours(24)),
+        t.assess(&w, db(last + hours(24))),
         vec![notice(NoticeKind::Escalation, 1)]
     );
-    w.escalated_at = Some(last + hours(24));
-    assert_eq!(t.assess(&w, last + hours(30)), vec![]);
+    w.escalated_at = Some(db(last + hours(24)));
+    assert_eq!(t.assess(&w, db(last + hours(30))), vec![]);
     t.escalation_after = None;
     w.escalated_at = None;
-    assert_eq!(t.assess(&w, last + hours(30)), vec![]);
+    assert_eq!(t.assess(&w, db(last + hours(30))), vec![]);
 }
 
 #[test]
 fn several_notices_can_be_due_at_once() {
     let t = timing();
     let mut w = workflow();
-    w.deadline_at = Some(at("2026-01-07T09:00:00Z"));
+    w.deadline_at = Some(db(at("2026-01-07T09:00:00Z")));
     assert_eq!(
-        t.assess(&w, at("2026-01-06T10:00:00Z")),
+        t.assess(&w, db(at("2026-01-06T10:00:00Z"))),
         vec![
             notice(NoticeKind::Reminder, 1),
             notice(NoticeKind::ExpiryWarning, 1)
@@ -280,7 +287,10 @@ fn several_notices_can_be_due_at_once() {
 fn without_reminders_nothing_is_due() {
     let mut t = timing();
     t.reminders = None;
-    assert_eq!(t.assess(&workflow(), at("2026-01-18T08:00:00Z")), vec![]);
+    assert_eq!(
+        t.assess(&workflow(), db(at("2026-01-18T08:00:00Z"))),
+        vec![]
+    );
 }
 
 #[test]
@@ -288,32 +298,32 @@ fn send_window_holds_reminders_until_it_opens() {
     // 08:00-20:00 Berlin on weekdays; in January Berlin is UTC+1.
     let t = with_window("08:00", "20:00", &[Mon, Tue, Wed, Thu, Fri]);
     let mut w = workflow();
-    w.requested_at = at("2026-01-04T09:00:00Z");
+    w.requested_at = db(at("2026-01-04T09:00:00Z"));
     // Tuesday 06:59 UTC = 07:59 Berlin: held until 08:00 Berlin.
     assert_eq!(
-        t.assess(&w, at("2026-01-06T06:59:00Z")),
+        t.assess(&w, db(at("2026-01-06T06:59:00Z"))),
         vec![held(NoticeKind::Reminder, 1, "2026-01-06T07:00:00Z")]
     );
     assert_eq!(
-        t.assess(&w, at("2026-01-06T07:00:00Z")),
+        t.assess(&w, db(at("2026-01-06T07:00:00Z"))),
         vec![notice(NoticeKind::Reminder, 1)]
     );
     // 19:59 Berlin inside, 20:00 Berlin outside (end exclusive): next day 08:00.
     assert_eq!(
-        t.assess(&w, at("2026-01-06T18:59:00Z")),
+        t.assess(&w, db(at("2026-01-06T18:59:00Z"))),
         vec![notice(NoticeKind::Reminder, 1)]
     );
     assert_eq!(
-        t.assess(&w, at("2026-01-06T19:00:00Z")),
+        t.assess(&w, db(at("2026-01-06T19:00:00Z"))),
         vec![held(NoticeKind::Reminder, 1, "2026-01-07T07:00:00Z")]
     );
     // Friday evening: held over the weekend until Monday 08:00.
     assert_eq!(
-        t.assess(&w, at("2026-01-09T19:30:00Z")),
+        t.assess(&w, db(at("2026-01-09T19:30:00Z"))),
         vec![held(NoticeKind::Reminder, 1, "2026-01-12T07:00:00Z")]
     );
     assert_eq!(
-        t.assess(&w, at("2026-01-10T12:00:00Z")),
+        t.assess(&w, db(at("2026-01-10T12:00:00Z"))),
         vec![held(NoticeKind::Reminder, 1, "2026-01-12T07:00:00Z")]
     );
 }
@@ -324,9 +334,9 @@ fn the_window_applies_to_expiry_warnings_but_not_escalations() {
     let night = at("2026-01-18T02:00:00Z"); // 03:00 Berlin, a day before the deadline
     let mut w = workflow();
     w.reminders_sent = 3;
-    w.last_reminded_at = Some(at("2026-01-13T09:00:00Z"));
+    w.last_reminded_at = Some(db(at("2026-01-13T09:00:00Z")));
     assert_eq!(
-        t.assess(&w, night),
+        t.assess(&w, db(night)),
         vec![
             held(NoticeKind::ExpiryWarning, 1, "2026-01-18T07:00:00Z"),
             notice(NoticeKind::Escalation, 1),
@@ -339,18 +349,28 @@ fn the_signer_zone_wins_when_valid() {
     let t = with_window("09:00", "17:00", &Weekday::all());
     let now = at("2026-01-06T15:00:00Z"); // 16:00 Berlin, 10:00 New York, 00:00 Tokyo (Wed)
     let mut w = workflow();
-    assert_eq!(t.assess(&w, now), vec![notice(NoticeKind::Reminder, 1)]);
+    assert_eq!(t.assess(&w, db(now)), vec![notice(NoticeKind::Reminder, 1)]);
     w.signer_time_zone = Some("America/New_York".into());
-    assert_eq!(t.assess(&w, now), vec![notice(NoticeKind::Reminder, 1)]);
+    assert_eq!(t.assess(&w, db(now)), vec![notice(NoticeKind::Reminder, 1)]);
     w.signer_time_zone = Some("Asia/Tokyo".into());
     assert_eq!(
-        t.assess(&w, now),
+        t.assess(&w, db(now)),
         vec![held(NoticeKind::Reminder, 1, "2026-01-07T00:00:00Z")]
     );
-    // Unknown or empty zones fall back to spec.timeZone.
-    for zone in ["Mars/Olympus", "", "asia/tokyo "] {
-        w.signer_time_zone = Some(zone.into());
-        assert_eq!(t.zone_for(&w), chrono_tz::Europe::Berlin, "{zone:?}");
+    assert_eq!(t.signer_zone(&w), zone("Asia/Tokyo"));
+    assert_eq!(t.zone_for(&w), chrono_tz::Asia::Tokyo);
+    // Unknown or empty zones fall back to spec.timeZone, and so do wrongly cased names (as
+    // chrono-tz did; jiff's own lookup would take them).
+    for name in [
+        "Mars/Olympus",
+        "",
+        "asia/tokyo ",
+        "asia/tokyo",
+        "Etc/Unknown",
+    ] {
+        w.signer_time_zone = Some(name.into());
+        assert_eq!(t.signer_zone(&w), zone("Europe/Berlin"), "{name:?}");
+        assert_eq!(t.zone_for(&w), chrono_tz::Europe::Berlin, "{name:?}");
     }
 }
 
@@ -358,40 +378,40 @@ fn the_signer_zone_wins_when_valid() {
 fn windows_spanning_midnight_belong_to_the_day_they_open() {
     // Fridays 22:00 to 06:00 (into Saturday), UTC to keep the arithmetic plain.
     let window = Window::new(22 * 60, 6 * 60, &[Fri]);
-    let zone = Tz::UTC;
+    let zone = &TimeZone::UTC;
     let friday_late = at("2026-01-09T23:00:00Z");
     let saturday_early = at("2026-01-10T05:59:00Z");
     assert_eq!(window.readiness(friday_late, zone), Readiness::Now);
     assert_eq!(window.readiness(saturday_early, zone), Readiness::Now);
     assert_eq!(
         window.readiness(at("2026-01-10T06:00:00Z"), zone),
-        Readiness::HeldUntil(Some(at("2026-01-16T22:00:00Z")))
+        Readiness::HeldUntil(Some(db(at("2026-01-16T22:00:00Z"))))
     );
     // Friday early morning belongs to Thursday's window, which is closed.
     assert_eq!(
         window.readiness(at("2026-01-09T03:00:00Z"), zone),
-        Readiness::HeldUntil(Some(at("2026-01-09T22:00:00Z")))
+        Readiness::HeldUntil(Some(db(at("2026-01-09T22:00:00Z"))))
     );
     // Saturday 23:00 is not a Friday night.
     assert_eq!(
         window.readiness(at("2026-01-10T23:00:00Z"), zone),
-        Readiness::HeldUntil(Some(at("2026-01-16T22:00:00Z")))
+        Readiness::HeldUntil(Some(db(at("2026-01-16T22:00:00Z"))))
     );
     let every_night = Window::new(22 * 60, 6 * 60, &Weekday::all());
     assert_eq!(
         every_night.readiness(at("2026-01-10T12:00:00Z"), zone),
-        Readiness::HeldUntil(Some(at("2026-01-10T22:00:00Z")))
+        Readiness::HeldUntil(Some(db(at("2026-01-10T22:00:00Z"))))
     );
 }
 
 #[test]
 fn dst_spring_forward_in_berlin() {
     // 2026-03-29: 02:00 CET becomes 03:00 CEST. Saturday 08:00 is 07:00 UTC, Sunday 08:00 06:00 UTC.
-    let berlin = chrono_tz::Europe::Berlin;
+    let berlin = &zone("Europe/Berlin");
     let day = Window::new(8 * 60, 20 * 60, &Weekday::all());
     assert_eq!(
         day.readiness(at("2026-03-28T19:30:00Z"), berlin), // Sat 20:30 CET
-        Readiness::HeldUntil(Some(at("2026-03-29T06:00:00Z")))
+        Readiness::HeldUntil(Some(db(at("2026-03-29T06:00:00Z"))))
     );
     assert_eq!(
         day.readiness(at("2026-03-29T06:00:00Z"), berlin),
@@ -399,12 +419,12 @@ fn dst_spring_forward_in_berlin() {
     );
     assert_eq!(
         day.readiness(at("2026-03-29T05:59:00Z"), berlin),
-        Readiness::HeldUntil(Some(at("2026-03-29T06:00:00Z")))
+        Readiness::HeldUntil(Some(db(at("2026-03-29T06:00:00Z"))))
     );
     // Closing moves too: 20:00 CEST is 18:00 UTC.
     assert_eq!(
         day.readiness(at("2026-03-29T18:00:00Z"), berlin),
-        Readiness::HeldUntil(Some(at("2026-03-30T06:00:00Z")))
+        Readiness::HeldUntil(Some(db(at("2026-03-30T06:00:00Z"))))
     );
 
     // A window opening inside the gap opens when the gap ends (03:00 CEST = 01:00 UTC).
@@ -431,22 +451,22 @@ fn dst_spring_forward_in_berlin() {
     );
     assert_eq!(
         night.readiness(at("2026-03-29T04:00:00Z"), berlin),
-        Readiness::HeldUntil(Some(at("2026-04-04T20:00:00Z")))
+        Readiness::HeldUntil(Some(db(at("2026-04-04T20:00:00Z"))))
     );
 }
 
 #[test]
 fn dst_fall_back_in_berlin() {
     // 2026-10-25: 03:00 CEST becomes 02:00 CET. Saturday 08:00 is 06:00 UTC, Sunday 08:00 07:00 UTC.
-    let berlin = chrono_tz::Europe::Berlin;
+    let berlin = &zone("Europe/Berlin");
     let day = Window::new(8 * 60, 20 * 60, &Weekday::all());
     assert_eq!(
         day.readiness(at("2026-10-24T18:30:00Z"), berlin), // Sat 20:30 CEST
-        Readiness::HeldUntil(Some(at("2026-10-25T07:00:00Z")))
+        Readiness::HeldUntil(Some(db(at("2026-10-25T07:00:00Z"))))
     );
     assert_eq!(
         day.readiness(at("2026-10-25T06:30:00Z"), berlin), // 07:30 CET
-        Readiness::HeldUntil(Some(at("2026-10-25T07:00:00Z")))
+        Readiness::HeldUntil(Some(db(at("2026-10-25T07:00:00Z"))))
     );
     assert_eq!(
         day.readiness(at("2026-10-25T18:59:00Z"), berlin),
@@ -454,7 +474,7 @@ fn dst_fall_back_in_berlin() {
     );
     assert_eq!(
         day.readiness(at("2026-10-25T19:00:00Z"), berlin),
-        Readiness::HeldUntil(Some(at("2026-10-26T07:00:00Z")))
+        Readiness::HeldUntil(Some(db(at("2026-10-26T07:00:00Z"))))
     );
     // A window opening in the repeated hour opens at its first occurrence (02:30 CEST).
     let repeated = Window::new(2 * 60 + 30, 4 * 60, &[Sun]);
@@ -473,7 +493,7 @@ fn dst_fall_back_in_berlin() {
     );
     assert_eq!(
         repeated.readiness(at("2026-10-25T03:00:00Z"), berlin),
-        Readiness::HeldUntil(Some(at("2026-11-01T01:30:00Z")))
+        Readiness::HeldUntil(Some(db(at("2026-11-01T01:30:00Z"))))
     );
 }
 
@@ -481,26 +501,26 @@ fn dst_fall_back_in_berlin() {
 fn signer_zone_across_dst_through_assess() {
     // The policy is in UTC; the signer in Berlin, whose clock changes on 2026-03-29.
     let mut t = with_window("08:00", "09:00", &Weekday::all());
-    t.zone = Tz::UTC;
+    t.zone = TimeZone::UTC;
     t.timeout_after = None;
     t.expiry_warning_before = None;
     let mut w = workflow();
-    w.requested_at = at("2026-03-20T09:00:00Z");
+    w.requested_at = db(at("2026-03-20T09:00:00Z"));
     w.signer_time_zone = Some("Europe/Berlin".into());
     // Saturday 07:30 UTC is 08:30 CET: inside.
     assert_eq!(
-        t.assess(&w, at("2026-03-28T07:30:00Z")),
+        t.assess(&w, db(at("2026-03-28T07:30:00Z"))),
         vec![notice(NoticeKind::Reminder, 1)]
     );
     // Sunday 07:30 UTC is 09:30 CEST: outside, held until Monday 08:00 CEST = 06:00 UTC.
     assert_eq!(
-        t.assess(&w, at("2026-03-29T07:30:00Z")),
+        t.assess(&w, db(at("2026-03-29T07:30:00Z"))),
         vec![held(NoticeKind::Reminder, 1, "2026-03-30T06:00:00Z")]
     );
     // For a signer without a zone, UTC decides: Sunday 07:30 UTC is held until 08:00 UTC.
     w.signer_time_zone = None;
     assert_eq!(
-        t.assess(&w, at("2026-03-29T07:30:00Z")),
+        t.assess(&w, db(at("2026-03-29T07:30:00Z"))),
         vec![held(NoticeKind::Reminder, 1, "2026-03-29T08:00:00Z")]
     );
 }
@@ -515,34 +535,34 @@ fn next_open_is_always_inside_the_window_and_after_now() {
         Window::new(0, 30, &[Wed]),
     ];
     let zones = [
-        chrono_tz::Europe::Berlin,
-        chrono_tz::America::New_York,
-        chrono_tz::Australia::Lord_Howe,
-        Tz::UTC,
+        zone("Europe/Berlin"),
+        zone("America/New_York"),
+        zone("Australia/Lord_Howe"),
+        TimeZone::UTC,
     ];
-    let start = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
-    for zone in zones {
+    let start = at("2026-01-01T00:00:00Z");
+    for zone in &zones {
+        let name = time::zone_name(zone);
         for window in &windows {
             let mut now = start;
-            while now < start + Duration::days(366) {
+            while now < start + days(366) {
                 match window.readiness(now, zone) {
                     Readiness::Now => {}
                     Readiness::HeldUntil(until) => {
-                        let until = until.unwrap_or_else(|| {
-                            panic!("{window:?} never opens after {now} in {zone}")
-                        });
+                        let until = from_chrono(until.unwrap_or_else(|| {
+                            panic!("{window:?} never opens after {now} in {name}")
+                        }));
                         assert!(until > now);
-                        assert!(window.contains(until.with_timezone(&zone).naive_local()));
+                        assert!(window.contains(zone.to_datetime(until)));
                         // Nothing earlier was open.
-                        let before = until - Duration::minutes(1);
+                        let before = until - minutes(1);
                         assert!(
-                            before <= now
-                                || !window.contains(before.with_timezone(&zone).naive_local()),
-                            "{window:?} in {zone}: {now} -> {until}"
+                            before <= now || !window.contains(zone.to_datetime(before)),
+                            "{window:?} in {name}: {now} -> {until}"
                         );
                     }
                 }
-                now += Duration::minutes(30);
+                now += minutes(30);
             }
         }
     }
@@ -554,7 +574,7 @@ fn timing_from_the_example_policy() {
         .unwrap();
     let policy: crate::crd::SignaturePolicy = serde_saphyr::from_str(&yaml).unwrap();
     let t = Timing::from_spec(&policy.spec).unwrap();
-    assert_eq!(t.zone, chrono_tz::Europe::Berlin);
+    assert_eq!(t.zone, zone("Europe/Berlin"));
     let r = t.reminders.unwrap();
     assert_eq!(
         (r.first_after, r.every, r.max_reminders),
@@ -564,7 +584,7 @@ fn timing_from_the_example_policy() {
         r.window,
         Some(Window::new(8 * 60, 20 * 60, &[Mon, Tue, Wed, Thu, Fri]))
     );
-    assert_eq!(t.timeout_after, Some(Duration::days(14)));
+    assert_eq!(t.timeout_after, Some(days(14)));
     assert_eq!(t.expiry_warning_before, Some(hours(48)));
     assert_eq!(t.escalation_after, Some(hours(24)));
 }
