@@ -4,7 +4,11 @@
 //! log rows in one statement (PostgreSQL) or one `BEGIN IMMEDIATE` transaction (SQLite).
 
 pub mod postgres;
+pub mod seed;
 pub mod sqlite;
+/// Test support, never in the product: built for unit tests and with the `testing` feature
+/// (which the crate's own tests, benchmarks and examples turn on through a dev-dependency).
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 use chrono::{DateTime, Utc};
