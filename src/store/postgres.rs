@@ -245,7 +245,9 @@ fn time_out_sql(source: usize) -> String {
 
 static TIME_OUTS: LazyLock<[String; 2]> = LazyLock::new(|| [time_out_sql(0), time_out_sql(1)]);
 
-/// Expired pending deliveries: $1 kinds, $2 workflow types, $3 lease seconds, $4 limit.
+/// Expired pending deliveries: $1 kinds, $2 workflow types, $3 lease seconds, $4 limit. A row
+/// whose last try got no answer (`unconfirmed`), or that was left without an outcome (no
+/// `reason`: the worker died mid-send), may already have gone out.
 static RECOVER: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH recovered AS ( \
@@ -259,25 +261,21 @@ static RECOVER: LazyLock<String> = LazyLock::new(|| {
           AND (cardinality($2::text[]) = 0 OR w.workflow_type = ANY($2::text[])) \
         ORDER BY r.id LIMIT $4 FOR UPDATE OF r SKIP LOCKED) \
       RETURNING l.id AS log_id, l.workflow_id, l.kind, l.sequence, l.channel, l.idempotency_key, \
-        l.attempts, {} AS possible_duplicate) \
+        l.attempts, (l.unconfirmed OR l.reason IS NULL) AS possible_duplicate) \
     SELECT r.log_id, r.kind, r.sequence, r.channel, r.idempotency_key, r.attempts, \
       true AS recovered, r.possible_duplicate, {WORKFLOW_COLUMNS} \
-    FROM recovered r JOIN signature_workflows w ON w.id = r.workflow_id ORDER BY r.log_id",
-        &*POSSIBLE_DUPLICATE
+    FROM recovered r JOIN signature_workflows w ON w.id = r.workflow_id ORDER BY r.log_id"
     )
 });
 
-/// Whether a recovered delivery may already have gone out (a constant fragment, built once).
-static POSSIBLE_DUPLICATE: LazyLock<String> =
-    LazyLock::new(|| super::possible_duplicate_sql("l.error"));
-
 const COMPLETE: &str = "UPDATE signature_reminder_log l \
     SET state = o.state, provider_message_id = o.provider_message_id, error = o.error, \
-        updated_at = now(), \
+        reason = o.reason, unconfirmed = o.unconfirmed, updated_at = now(), \
         lease_until = CASE WHEN o.state = 'pending' \
           THEN now() + o.retry_after * interval '1 second' END \
-    FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::float8[]) \
-      AS o(id, state, provider_message_id, error, retry_after) \
+    FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::float8[], $6::text[], \
+        $7::bool[]) \
+      AS o(id, state, provider_message_id, error, retry_after, reason, unconfirmed) \
     WHERE l.id = o.id AND l.state = 'pending'";
 
 impl PgStore {
@@ -436,13 +434,13 @@ impl PgStore {
         ids: &[Uuid],
         channels: &[String],
         query: &DueQuery,
-        lease: f64,
+        lease: Duration,
     ) -> Result<Vec<ClaimedDelivery>> {
         let sql = &CLAIMS[super::claim_slot(kind)?];
         let rows = bind_due(sqlx::query(AssertSqlSafe(sql.as_str())), query)
             .bind(ids)
             .bind(channels)
-            .bind(lease)
+            .bind(super::seconds(lease))
             .fetch_all(&self.pool)
             .await
             .map_err(Error::query("claiming due notifications"))?;
@@ -454,14 +452,14 @@ impl PgStore {
         query: &TimeoutQuery,
         cursor: &TimeoutCursor,
         channels: &[String],
-        lease: f64,
+        lease: Duration,
         limit: i64,
     ) -> Result<TimedOut> {
         let sql = &TIME_OUTS[cursor.source];
         let rows = sqlx::query(AssertSqlSafe(sql.as_str()))
             .bind(&query.workflow_types)
             .bind(channels)
-            .bind(lease)
+            .bind(super::seconds(lease))
             .bind(limit)
             .bind(super::seconds(query.timeout_after))
             .bind(cursor.last.map(|(key, _)| key))
@@ -490,14 +488,14 @@ impl PgStore {
         &self,
         kinds: &[NoticeKind],
         workflow_types: &[String],
-        lease: f64,
+        lease: Duration,
         limit: i64,
     ) -> Result<Vec<ClaimedDelivery>> {
         let kinds: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
         let rows = sqlx::query(AssertSqlSafe(RECOVER.as_str()))
             .bind(kinds)
             .bind(workflow_types)
-            .bind(lease)
+            .bind(super::seconds(lease))
             .bind(limit)
             .fetch_all(&self.pool)
             .await
@@ -513,13 +511,20 @@ impl PgStore {
             .map(|(_, o)| o.provider_message_id())
             .collect();
         let errors: Vec<Option<&str>> = outcomes.iter().map(|(_, o)| o.error()).collect();
-        let retry_after: Vec<f64> = outcomes.iter().map(|(_, o)| o.retry_after()).collect();
+        let retry_after: Vec<f64> = outcomes
+            .iter()
+            .map(|(_, o)| super::seconds(o.retry_after()))
+            .collect();
+        let reasons: Vec<Option<&str>> = outcomes.iter().map(|(_, o)| o.reason()).collect();
+        let unconfirmed: Vec<bool> = outcomes.iter().map(|(_, o)| o.unconfirmed()).collect();
         sqlx::query(COMPLETE)
             .bind(ids)
             .bind(states)
             .bind(provider_ids)
             .bind(errors)
             .bind(retry_after)
+            .bind(reasons)
+            .bind(unconfirmed)
             .execute(&self.pool)
             .await
             .map_err(Error::query("recording delivery outcomes"))?;

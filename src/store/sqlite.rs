@@ -135,19 +135,15 @@ static RECOVER: LazyLock<String> = LazyLock::new(|| {
                   OR w.workflow_type IN (SELECT value FROM json_each(?2))) \
            ORDER BY r.id LIMIT ?4) \
          RETURNING id AS log_id, workflow_id, kind, sequence, channel, idempotency_key, \
-           attempts, {} AS possible_duplicate",
-        &*POSSIBLE_DUPLICATE
+           attempts, (unconfirmed OR reason IS NULL) AS possible_duplicate"
     )
 });
-
-/// Whether a recovered delivery may already have gone out (a constant fragment, built once).
-static POSSIBLE_DUPLICATE: LazyLock<String> =
-    LazyLock::new(|| super::possible_duplicate_sql("error"));
 
 static COMPLETE: LazyLock<String> = LazyLock::new(|| {
     format!(
         "UPDATE signature_reminder_log \
-         SET state = ?2, provider_message_id = ?3, error = ?4, updated_at = {NOW}, \
+         SET state = ?2, provider_message_id = ?3, error = ?4, reason = ?6, unconfirmed = ?7, \
+             updated_at = {NOW}, \
              lease_until = CASE WHEN ?2 = 'pending' \
                THEN strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?5) END \
          WHERE id = ?1 AND state = 'pending'"
@@ -240,7 +236,7 @@ impl SqliteStore {
         ids: &[Uuid],
         channels: &[String],
         query: &DueQuery,
-        lease: f64,
+        lease: Duration,
     ) -> Result<Vec<ClaimedDelivery>> {
         let sql = &CLAIMS[super::claim_slot(kind)?];
         let failed = Error::query("claiming due notifications");
@@ -270,7 +266,7 @@ impl SqliteStore {
                     .bind(sequence)
                     .bind(channel)
                     .bind(&key)
-                    .bind(seconds_modifier(lease))
+                    .bind(seconds_modifier(super::seconds(lease)))
                     .fetch_optional(&mut *tx)
                     .await
                     .map_err(Error::query("logging claimed notifications"))?;
@@ -300,7 +296,7 @@ impl SqliteStore {
         query: &TimeoutQuery,
         cursor: &TimeoutCursor,
         channels: &[String],
-        lease: f64,
+        lease: Duration,
         limit: i64,
     ) -> Result<TimedOut> {
         let kind = NoticeKind::TimeoutAlert;
@@ -327,7 +323,7 @@ impl SqliteStore {
                     .bind(1)
                     .bind(channel)
                     .bind(&key)
-                    .bind(seconds_modifier(lease))
+                    .bind(seconds_modifier(super::seconds(lease)))
                     .fetch_optional(&mut *tx)
                     .await
                     .map_err(Error::query("logging timeout alerts"))?;
@@ -357,7 +353,7 @@ impl SqliteStore {
         &self,
         kinds: &[NoticeKind],
         workflow_types: &[String],
-        lease: f64,
+        lease: Duration,
         limit: i64,
     ) -> Result<Vec<ClaimedDelivery>> {
         let kinds: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
@@ -369,7 +365,7 @@ impl SqliteStore {
         let rows = sqlx::query(AssertSqlSafe(RECOVER.as_str()))
             .bind(json(&kinds))
             .bind(json(&workflow_types))
-            .bind(seconds_modifier(lease))
+            .bind(seconds_modifier(super::seconds(lease)))
             .bind(limit)
             .fetch_all(&mut *tx)
             .await
@@ -415,7 +411,9 @@ impl SqliteStore {
                 .bind(outcome.state())
                 .bind(outcome.provider_message_id())
                 .bind(outcome.error())
-                .bind(seconds_modifier(outcome.retry_after()))
+                .bind(seconds_modifier(super::seconds(outcome.retry_after())))
+                .bind(outcome.reason())
+                .bind(outcome.unconfirmed())
                 .execute(&mut *tx)
                 .await
                 .map_err(Error::query("recording delivery outcomes"))?;

@@ -12,8 +12,8 @@ use std::path::PathBuf;
 use sqlx::{AssertSqlSafe, Connection, Row};
 use uuid::Uuid;
 
-use super::{ConnectOptions, Result, Store};
 pub use super::seed::{Seed, seed};
+use super::{ConnectOptions, Result, Store};
 use crate::policy::Workflow;
 
 /// Default PostgreSQL server for tests.
@@ -186,14 +186,19 @@ pub struct LogRow {
     pub idempotency_key: String,
     /// Provider message id.
     pub provider_message_id: Option<String>,
-    /// Error.
+    /// Error, for a person.
     pub error: Option<String>,
+    /// Reason code of the failure.
+    pub reason: Option<String>,
+    /// Whether the last try got no answer.
+    pub unconfirmed: bool,
 }
 
 /// Every log row, in insertion order.
 pub async fn log_rows(store: &Store) -> Result<Vec<LogRow>> {
     const SQL: &str = "SELECT workflow_id, kind, sequence, channel, state, attempts, \
-        idempotency_key, provider_message_id, error FROM signature_reminder_log ORDER BY id";
+        idempotency_key, provider_message_id, error, reason, unconfirmed \
+        FROM signature_reminder_log ORDER BY id";
     let failed = super::Error::query("reading the log");
     macro_rules! rows {
         ($pool:expr, $id:expr) => {
@@ -212,6 +217,8 @@ pub async fn log_rows(store: &Store) -> Result<Vec<LogRow>> {
                     idempotency_key: r.get("idempotency_key"),
                     provider_message_id: r.get("provider_message_id"),
                     error: r.get("error"),
+                    reason: r.get("reason"),
+                    unconfirmed: r.get("unconfirmed"),
                 })
                 .collect()
         };

@@ -5,6 +5,9 @@ use super::*;
 
 const HOUR: f64 = 3600.0;
 
+/// The lease of claims and recoveries.
+const LEASE: Duration = Duration::from_secs(600);
+
 /// Runs `$body(&Store)` once against each backend.
 macro_rules! on_both {
     ($($name:ident),* $(,)?) => {$(
@@ -328,7 +331,7 @@ async fn a_walk_meets_each_due_workflow_once(store: &Store) {
         }
         let page: Vec<Uuid> = rows.iter().map(|w| w.id).collect();
         for kind in reminder_kinds() {
-            store.claim(kind, &page, &chans, &q, 600.0).await.unwrap();
+            store.claim(kind, &page, &chans, &q, LEASE).await.unwrap();
         }
         met.extend(page);
     }
@@ -356,7 +359,7 @@ async fn a_claim_logs_each_channel_once(store: &Store) {
             &[a.id, b.id, not_due.id],
             &chans,
             &q,
-            600.0,
+            LEASE,
         )
         .await
         .unwrap();
@@ -380,7 +383,7 @@ async fn a_claim_logs_each_channel_once(store: &Store) {
 
     // Claiming again finds nothing: the rows are no longer due.
     let again = store
-        .claim(NoticeKind::Reminder, &[a.id, b.id], &chans, &q, 600.0)
+        .claim(NoticeKind::Reminder, &[a.id, b.id], &chans, &q, LEASE)
         .await
         .unwrap();
     assert_eq!(again, vec![]);
@@ -403,13 +406,13 @@ async fn a_claim_logs_each_channel_once(store: &Store) {
         .unwrap();
     for kind in [NoticeKind::ExpiryWarning, NoticeKind::Escalation] {
         let first = store
-            .claim(kind, &[exhausted.id], &chans[..1], &q, 600.0)
+            .claim(kind, &[exhausted.id], &chans[..1], &q, LEASE)
             .await
             .unwrap();
         assert_eq!(first.len(), 1, "{kind:?}");
         assert_eq!(first[0].sequence, 1);
         let second = store
-            .claim(kind, &[exhausted.id], &chans[..1], &q, 600.0)
+            .claim(kind, &[exhausted.id], &chans[..1], &q, LEASE)
             .await
             .unwrap();
         assert_eq!(second, vec![], "{kind:?}");
@@ -432,14 +435,14 @@ async fn expired_leases_are_recovered(store: &Store) {
             &[a.id],
             &channels(&["mail"]),
             &q,
-            600.0,
+            LEASE,
         )
         .await
         .unwrap();
     assert_eq!(claimed.len(), 1);
     // Leased: nobody else takes it over.
     assert_eq!(
-        store.recover(&kinds, &[], 600.0, 100).await.unwrap(),
+        store.recover(&kinds, &[], LEASE, 100).await.unwrap(),
         vec![]
     );
 
@@ -447,12 +450,12 @@ async fn expired_leases_are_recovered(store: &Store) {
     // Workflow types filter recovery too.
     assert_eq!(
         store
-            .recover(&kinds, &["addendum".to_owned()], 600.0, 100)
+            .recover(&kinds, &["addendum".to_owned()], LEASE, 100)
             .await
             .unwrap(),
         vec![]
     );
-    let recovered = store.recover(&kinds, &[], 600.0, 100).await.unwrap();
+    let recovered = store.recover(&kinds, &[], LEASE, 100).await.unwrap();
     assert_eq!(recovered.len(), 1);
     let r = &recovered[0];
     assert_eq!(r.log_id, claimed[0].log_id);
@@ -464,7 +467,7 @@ async fn expired_leases_are_recovered(store: &Store) {
     assert_eq!(r.workflow.id, a.id);
     // The new lease holds.
     assert_eq!(
-        store.recover(&kinds, &[], 600.0, 100).await.unwrap(),
+        store.recover(&kinds, &[], LEASE, 100).await.unwrap(),
         vec![]
     );
 
@@ -473,14 +476,18 @@ async fn expired_leases_are_recovered(store: &Store) {
         .complete(&[(
             r.log_id,
             Outcome::Retry {
-                error: "503 from provider".into(),
-                after: 0.0,
+                failure: Failure {
+                    reason: "ProviderUnavailable",
+                    unconfirmed: false,
+                    error: "ProviderUnavailable: 503 from provider".into(),
+                },
+                after: Duration::ZERO,
             },
         )])
         .await
         .unwrap();
     testing::expire_leases(store).await.unwrap();
-    let retried = store.recover(&kinds, &[], 600.0, 100).await.unwrap();
+    let retried = store.recover(&kinds, &[], LEASE, 100).await.unwrap();
     assert_eq!(retried.len(), 1);
     assert_eq!(
         (retried[0].attempts, retried[0].possible_duplicate),
@@ -489,29 +496,29 @@ async fn expired_leases_are_recovered(store: &Store) {
     // A try that got no answer (timed out, or the connection failed after sending) may have
     // been accepted: a possible duplicate.
     let mut log_id = retried[0].log_id;
-    for (attempts, error) in [
-        (4, "ProviderTimeout: the provider did not answer in time"),
-        (
-            5,
-            "ProviderNoAnswer: the connection to the provider failed before an answer: reset",
-        ),
-    ] {
+    for (attempts, reason) in [(4, "ProviderTimeout"), (5, "ProviderNoAnswer")] {
+        // The flag decides, not the text.
+        let error = "no answer";
         store
             .complete(&[(
                 log_id,
                 Outcome::Retry {
-                    error: error.into(),
-                    after: 0.0,
+                    failure: Failure {
+                        reason,
+                        unconfirmed: true,
+                        error: error.into(),
+                    },
+                    after: Duration::ZERO,
                 },
             )])
             .await
             .unwrap();
         testing::expire_leases(store).await.unwrap();
-        let retried = store.recover(&kinds, &[], 600.0, 100).await.unwrap();
+        let retried = store.recover(&kinds, &[], LEASE, 100).await.unwrap();
         assert_eq!(
             (retried[0].attempts, retried[0].possible_duplicate),
             (attempts, true),
-            "{error}"
+            "{reason}"
         );
         log_id = retried[0].log_id;
     }
@@ -519,7 +526,7 @@ async fn expired_leases_are_recovered(store: &Store) {
     testing::expire_leases(store).await.unwrap();
     assert_eq!(
         store
-            .recover(&[NoticeKind::TimeoutAlert], &[], 600.0, 100)
+            .recover(&[NoticeKind::TimeoutAlert], &[], LEASE, 100)
             .await
             .unwrap(),
         vec![]
@@ -540,7 +547,7 @@ async fn outcomes_are_recorded(store: &Store) {
             &ids,
             &channels(&["mail"]),
             &query(),
-            600.0,
+            LEASE,
         )
         .await
         .unwrap();
@@ -555,15 +562,17 @@ async fn outcomes_are_recorded(store: &Store) {
             ),
             (
                 by_workflow(ids[1]),
-                Outcome::Failed {
-                    error: "400 bad address".into(),
-                },
+                Outcome::Failed(Failure::unsent("ProviderRejected", "400 bad address")),
             ),
             (
                 by_workflow(ids[2]),
                 Outcome::Retry {
-                    error: "timeout".into(),
-                    after: 300.0,
+                    failure: Failure {
+                        reason: "ProviderTimeout",
+                        unconfirmed: true,
+                        error: "timeout".into(),
+                    },
+                    after: Duration::from_secs(300),
                 },
             ),
         ])
@@ -587,10 +596,19 @@ async fn outcomes_are_recorded(store: &Store) {
         (row(ids[2]).state, row(ids[2]).error),
         ("pending".into(), Some("timeout".into()))
     );
+    // The reason and the flag are columns of their own.
+    assert_eq!(
+        [ids[0], ids[1], ids[2]].map(|id| (row(id).reason, row(id).unconfirmed)),
+        [
+            (None, false),
+            (Some("ProviderRejected".into()), false),
+            (Some("ProviderTimeout".into()), true),
+        ]
+    );
     // The retry waits its turn; finished rows are never reopened.
     assert_eq!(
         store
-            .recover(&reminder_kinds(), &[], 600.0, 100)
+            .recover(&reminder_kinds(), &[], LEASE, 100)
             .await
             .unwrap(),
         vec![]
@@ -598,9 +616,7 @@ async fn outcomes_are_recorded(store: &Store) {
     store
         .complete(&[(
             by_workflow(ids[0]),
-            Outcome::Failed {
-                error: "late".into(),
-            },
+            Outcome::Failed(Failure::unsent("ProviderRejected", "late")),
         )])
         .await
         .unwrap();
@@ -611,6 +627,127 @@ async fn outcomes_are_recorded(store: &Store) {
         ("sent", None),
         "a completed row stays completed"
     );
+}
+
+/// Log rows written before the `reason` and `unconfirmed` columns existed get them from the
+/// reason their error text starts with.
+async fn old_log_rows_get_their_reason_and_flag(db: &TestDatabase, before: i64) {
+    let store = db.connect(None).await.unwrap();
+    match &store {
+        Store::Postgres(pg) => sqlx::migrate!("migrations/postgres")
+            .run_to(before, pg.pool())
+            .await
+            .unwrap(),
+        Store::Sqlite(lite) => sqlx::migrate!("migrations/sqlite")
+            .run_to(before, lite.pool())
+            .await
+            .unwrap(),
+    }
+    let seed = Seed::pending(HOUR);
+    testing::seed(&store, std::slice::from_ref(&seed))
+        .await
+        .unwrap();
+    let rows = [
+        (
+            "ProviderTimeout: the provider did not answer in time",
+            "ProviderTimeout",
+            true,
+        ),
+        (
+            "ProviderNoAnswer: the connection failed: reset",
+            "ProviderNoAnswer",
+            true,
+        ),
+        (
+            "ProviderUnavailable: the provider is unavailable (503): x",
+            "ProviderUnavailable",
+            false,
+        ),
+        (
+            "ProviderRejected: rejected by the provider (400): no",
+            "ProviderRejected",
+            false,
+        ),
+        (
+            "ChannelMisconfigured: no secret",
+            "ChannelMisconfigured",
+            false,
+        ),
+        ("not sent: the workflow is signed", "WorkflowMovedOn", false),
+        (
+            "not sent: the run's lease on it was running out",
+            "LeaseRunningOut",
+            false,
+        ),
+        (
+            "channel ops is no longer configured",
+            "ChannelNotConfigured",
+            false,
+        ),
+        (
+            "template reminder.subject: unknown filter",
+            "TemplateFailed",
+            false,
+        ),
+    ];
+    for (sequence, (error, _, _)) in rows.iter().enumerate() {
+        testing::execute(
+            &store,
+            &format!(
+                "INSERT INTO signature_reminder_log (workflow_id, kind, sequence, channel, state, \
+                   attempts, idempotency_key, error) \
+                 VALUES ('{}', 'reminder', {sequence}, 'mail', 'pending', 1, 'k{sequence}', '{}')",
+                seed.id,
+                error.replace('\'', "''")
+            ),
+        )
+        .await
+        .unwrap();
+    }
+    // A row left without an outcome keeps neither.
+    testing::execute(
+        &store,
+        &format!(
+            "INSERT INTO signature_reminder_log (workflow_id, kind, sequence, channel, state, \
+               attempts, idempotency_key) VALUES ('{}', 'reminder', 99, 'mail', 'pending', 1, 'k')",
+            seed.id
+        ),
+    )
+    .await
+    .unwrap();
+    store.migrate().await.unwrap();
+    let log = testing::log_rows(&store).await.unwrap();
+    let got: Vec<(Option<String>, bool)> = log
+        .iter()
+        .map(|r| (r.reason.clone(), r.unconfirmed))
+        .collect();
+    let mut expected: Vec<(Option<String>, bool)> = rows
+        .iter()
+        .map(|(_, reason, unconfirmed)| (Some((*reason).to_owned()), *unconfirmed))
+        .collect();
+    expected.push((None, false));
+    assert_eq!(got, expected);
+    assert_eq!(
+        log.iter()
+            .filter_map(|r| r.error.as_deref())
+            .collect::<Vec<_>>(),
+        rows.map(|(error, _, _)| error),
+        "the text stays"
+    );
+    store.close().await;
+}
+
+#[tokio::test]
+async fn postgres_old_log_rows_get_their_reason_and_flag() {
+    let Some(db) = TestDatabase::postgres().await else {
+        return;
+    };
+    old_log_rows_get_their_reason_and_flag(&db, 2).await;
+}
+
+#[tokio::test]
+async fn sqlite_old_log_rows_get_their_reason_and_flag() {
+    old_log_rows_get_their_reason_and_flag(&TestDatabase::sqlite(), 1).await;
 }
 
 #[tokio::test]
@@ -687,7 +824,7 @@ async fn postgres_concurrent_claims_never_share_a_delivery() {
             for chunk in ids.chunks(20) {
                 claimed.extend(
                     store
-                        .claim(NoticeKind::Reminder, chunk, &chans, &q, 600.0)
+                        .claim(NoticeKind::Reminder, chunk, &chans, &q, LEASE)
                         .await
                         .unwrap(),
                 );
@@ -727,7 +864,13 @@ async fn time_out_all(store: &Store, channels: &[String], limit: i64) -> TimedOu
     let mut cursor = TimeoutCursor::default();
     loop {
         let chunk = store
-            .time_out(&timeout_query(), &mut cursor, channels, 900.0, limit)
+            .time_out(
+                &timeout_query(),
+                &mut cursor,
+                channels,
+                Duration::from_secs(900),
+                limit,
+            )
             .await
             .unwrap();
         assert!(chunk.workflows.len() as i64 <= limit);
