@@ -71,11 +71,6 @@ impl Error {
     }
 }
 
-/// The columns of [`Workflow`], over the alias `w`, as both backends select them.
-const WORKFLOW_COLUMNS: &str = "w.id, w.workflow_type, w.signer_email, w.signer_name, \
-    w.document_title, w.signing_url, w.signer_time_zone, w.status, w.requested_at, \
-    w.deadline_at, w.reminders_sent, w.last_reminded_at, w.expiry_warned_at, w.escalated_at";
-
 /// Shorthand for store results.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

@@ -16,6 +16,11 @@ pub use super::seed::{Seed, seed};
 use super::{ConnectOptions, Result, Store};
 use crate::policy::Workflow;
 
+/// The columns of [`Workflow`], over the alias `w`, as both backends select them.
+const WORKFLOW_COLUMNS: &str = "w.id, w.workflow_type, w.signer_email, w.signer_name, \
+    w.document_title, w.signing_url, w.signer_time_zone, w.status, w.requested_at, \
+    w.deadline_at, w.reminders_sent, w.last_reminded_at, w.expiry_warned_at, w.escalated_at";
+
 /// Default PostgreSQL server for tests.
 pub const DEFAULT_TEST_SERVER: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
@@ -237,7 +242,7 @@ pub async fn workflow(store: &Store, id: Uuid) -> Result<Workflow> {
     let sql = |placeholder: &str| {
         AssertSqlSafe(format!(
             "SELECT {} FROM signature_workflows w WHERE w.id = {placeholder}",
-            super::WORKFLOW_COLUMNS
+            WORKFLOW_COLUMNS
         ))
     };
     match store {
