@@ -252,7 +252,7 @@ async fn a_delivery_interrupted_mid_send_is_finished_and_counted(h: &Harness) {
             &[s.id],
             &["hook".to_owned()],
             &query,
-            900.0,
+            std::time::Duration::from_secs(900),
         )
         .await
         .unwrap();

@@ -175,7 +175,7 @@ async fn time_out_without_sending(h: &Harness) -> signet::store::TimedOut {
             &query,
             &mut TimeoutCursor::default(),
             &["console".into()],
-            900.0,
+            std::time::Duration::from_secs(900),
             10,
         )
         .await

@@ -371,6 +371,11 @@ async fn send_timeout_bounds_each_try() {
             .starts_with("ProviderTimeout:"),
         "{rows:?}"
     );
+    assert_eq!(
+        (rows[0].reason.as_deref(), rows[0].unconfirmed),
+        (Some("ProviderTimeout"), true),
+        "the log keeps the reason and that the try went unanswered: {rows:?}"
+    );
 
     let output = signet(&["send-reminders", "--send-timeout", "0s"], &env);
     assert_eq!(output.status.code(), Some(2), "a zero timeout is refused");

@@ -16,7 +16,7 @@ use uuid::Uuid;
 use crate::crd::{SignaturePolicy, SignaturePolicySpec};
 use crate::notify::{self, HttpTimeouts, log::SharedWriter};
 use crate::policy::Policy;
-use crate::store::testing::{Seed, seed};
+use crate::store::seed::{Seed, seed, workflow_count};
 use crate::store::{ConnectOptions, Store};
 use crate::worker::{Error, Run, RunOptions, RunSummary, TimeoutSummary, Timeouts, plan};
 
@@ -109,7 +109,7 @@ async fn scenes(
     out: &mut impl Write,
 ) -> Result<DemoTotals, Error> {
     let w = |e: std::io::Error| Error::Config(format!("cannot write the report: {e}"));
-    if crate::store::testing::workflow_count(store).await? > 0 {
+    if workflow_count(store).await? > 0 {
         return Err(Error::Config(format!(
             "{} already holds workflows; the demo seeds its own, so give it an empty database",
             redact(url)

@@ -4,8 +4,14 @@
 //! log rows in one statement (PostgreSQL) or one `BEGIN IMMEDIATE` transaction (SQLite).
 
 pub mod postgres;
+pub mod seed;
 pub mod sqlite;
+/// Test support, never in the product: built for unit tests and with the `testing` feature
+/// (which the crate's own tests, benchmarks and examples turn on through a dev-dependency).
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
+
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -64,11 +70,6 @@ impl Error {
         move |source| Error::Query { context, source }
     }
 }
-
-/// The columns of [`Workflow`], over the alias `w`, as both backends select them.
-const WORKFLOW_COLUMNS: &str = "w.id, w.workflow_type, w.signer_email, w.signer_name, \
-    w.document_title, w.signing_url, w.signer_time_zone, w.status, w.requested_at, \
-    w.deadline_at, w.reminders_sent, w.last_reminded_at, w.expiry_warned_at, w.escalated_at";
 
 /// Shorthand for store results.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -159,19 +160,29 @@ pub struct ClaimedDelivery {
     pub possible_duplicate: bool,
 }
 
-/// How the error of a delivery left pending after a try that got no answer starts: the reasons
-/// of `notify::Error::Timeout` and `notify::Error::NoAnswer`. Recovering such a row counts a
-/// possible duplicate, like a row left without an outcome.
-pub const UNCONFIRMED_ERROR_PREFIXES: [&str; 2] = ["ProviderTimeout:", "ProviderNoAnswer:"];
+/// Why a delivery was not sent, as the log keeps it: `signature_reminder_log.reason`,
+/// `.unconfirmed` and `.error`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Failure {
+    /// A stable reason code: `notify::Error::reason()`, or the worker's own when no provider
+    /// was asked.
+    pub reason: &'static str,
+    /// The try got no answer (`notify::Error::Timeout`, `NoAnswer`): the provider may have
+    /// accepted the message anyway, so recovering the row counts a possible duplicate.
+    pub unconfirmed: bool,
+    /// What happened, for a person.
+    pub error: String,
+}
 
-/// SQL over the log's `error` column: whether the row's last attempt may have gone out (it left
-/// no outcome, or got no answer).
-fn possible_duplicate_sql(error: &str) -> String {
-    let unanswered: String = UNCONFIRMED_ERROR_PREFIXES
-        .iter()
-        .map(|prefix| format!(" OR {error} LIKE '{prefix}%'"))
-        .collect();
-    format!("({error} IS NULL{unanswered})")
+impl Failure {
+    /// A failure before any provider was asked (nothing can have gone out).
+    pub fn unsent(reason: &'static str, error: impl Into<String>) -> Self {
+        Self {
+            reason,
+            unconfirmed: false,
+            error: error.into(),
+        }
+    }
 }
 
 /// How a delivery ended.
@@ -183,16 +194,13 @@ pub enum Outcome {
         provider_message_id: Option<String>,
     },
     /// It will not be sent.
-    Failed {
-        /// Why.
-        error: String,
-    },
+    Failed(Failure),
     /// Not sent this run; the next run retries once `after` has passed.
     Retry {
         /// Why.
-        error: String,
-        /// Seconds until it may be retried.
-        after: f64,
+        failure: Failure,
+        /// How long until it may be retried.
+        after: Duration,
     },
 }
 
@@ -214,17 +222,29 @@ impl Outcome {
         }
     }
 
-    fn error(&self) -> Option<&str> {
+    fn failure(&self) -> Option<&Failure> {
         match self {
-            Outcome::Failed { error } | Outcome::Retry { error, .. } => Some(error),
+            Outcome::Failed(failure) | Outcome::Retry { failure, .. } => Some(failure),
             Outcome::Sent { .. } => None,
         }
     }
 
-    fn retry_after(&self) -> f64 {
+    fn error(&self) -> Option<&str> {
+        self.failure().map(|f| f.error.as_str())
+    }
+
+    fn reason(&self) -> Option<&'static str> {
+        self.failure().map(|f| f.reason)
+    }
+
+    fn unconfirmed(&self) -> bool {
+        self.failure().is_some_and(|f| f.unconfirmed)
+    }
+
+    fn retry_after(&self) -> Duration {
         match self {
             Outcome::Retry { after, .. } => *after,
-            _ => 0.0,
+            _ => Duration::ZERO,
         }
     }
 }
@@ -318,7 +338,7 @@ impl Store {
     }
 
     /// Claims `kind` for those of `ids` for which it is still due by the database clock, and
-    /// inserts a pending log row per channel with a lease of `lease` seconds. Rows another worker
+    /// inserts a pending log row per channel held for `lease`. Rows another worker
     /// holds or already claimed are left out.
     pub async fn claim(
         &self,
@@ -326,7 +346,7 @@ impl Store {
         ids: &[Uuid],
         channels: &[String],
         query: &DueQuery,
-        lease: f64,
+        lease: Duration,
     ) -> Result<Vec<ClaimedDelivery>> {
         if ids.is_empty() || channels.is_empty() {
             return Ok(Vec::new());
@@ -339,7 +359,7 @@ impl Store {
 
     /// Marks the next up to `limit` pending workflows past their deadline `timed_out`, walking
     /// from `cursor`, with `timed_out_at` from the database clock, and logs a pending alert per
-    /// channel with a lease of `lease` seconds, all in one transaction; empty when the walk is
+    /// channel held for `lease`, all in one transaction; empty when the walk is
     /// done. Rows another worker holds are left for it; a workflow is timed out (and its alerts
     /// logged) exactly once.
     pub async fn time_out(
@@ -347,7 +367,7 @@ impl Store {
         query: &TimeoutQuery,
         cursor: &mut TimeoutCursor,
         channels: &[String],
-        lease: f64,
+        lease: Duration,
         limit: i64,
     ) -> Result<TimedOut> {
         while cursor.source < 2 {
@@ -371,7 +391,7 @@ impl Store {
         &self,
         kinds: &[NoticeKind],
         workflow_types: &[String],
-        lease: f64,
+        lease: Duration,
         limit: i64,
     ) -> Result<Vec<ClaimedDelivery>> {
         match self {
@@ -420,7 +440,7 @@ fn check_schema_name(schema: &str) -> Result<()> {
 
 /// A duration as the seconds both backends' SQL computes with: the only conversion of a policy's
 /// durations to numbers.
-pub(crate) fn seconds(duration: std::time::Duration) -> f64 {
+pub(crate) fn seconds(duration: Duration) -> f64 {
     duration.as_secs_f64()
 }
 

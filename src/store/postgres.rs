@@ -3,17 +3,15 @@
 //! statement, so two concurrent workers never hold the same notification.
 
 use std::str::FromStr;
-use std::sync::LazyLock;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::{AssertSqlSafe, Row};
 use uuid::Uuid;
 
 use super::{
     ClaimedDelivery, ConnectOptions, DueCursor, Error, Outcome, Result, TimedOut, TimeoutCursor,
-    WORKFLOW_COLUMNS,
 };
 use crate::policy::{DueQuery, NoticeKind, TimeoutQuery, Workflow};
 
@@ -24,24 +22,12 @@ pub struct PgStore {
     schema: Option<String>,
 }
 
-/// The due conditions, over the alias `w`. Parameters: $1 workflow types, $2 max reminders,
-/// $3 first after, $4 every, $5 timeout after, $6 expiry warning before, $7 escalation after
-/// (durations in seconds; NULL when the policy has no such section).
-const SELECTED: &str = "w.status = 'pending' \
-    AND (cardinality($1::text[]) = 0 OR w.workflow_type = ANY($1::text[])) \
-    AND (DEADLINE IS NULL OR now() < DEADLINE)";
-const DEADLINE: &str = "coalesce(w.deadline_at, w.requested_at + $5::float8 * interval '1 second')";
-const REMINDER_DUE: &str = "(w.reminders_sent < $2::int AND now() >= CASE \
-    WHEN w.reminders_sent = 0 THEN w.requested_at + $3::float8 * interval '1 second' \
-    ELSE coalesce(w.last_reminded_at, w.requested_at) + $4::float8 * interval '1 second' END)";
-const EXPIRY_WARNING_DUE: &str = "(w.expiry_warned_at IS NULL \
-    AND now() >= DEADLINE - $6::float8 * interval '1 second')";
-const ESCALATION_DUE: &str = "(w.escalated_at IS NULL AND w.reminders_sent >= $2::int \
-    AND now() >= w.last_reminded_at + $7::float8 * interval '1 second')";
-
-/// The instant the time bounds of the candidate branches are taken at: $8 when a walk pinned
-/// it, else the database clock.
-const AS_OF: &str = "coalesce($8::timestamptz, now())";
+/// A statement of `src/store/sql/postgres/`, static text; its parameters are listed at its top.
+macro_rules! sql {
+    ($name:literal) => {
+        include_str!(concat!("sql/postgres/", $name, ".sql"))
+    };
+}
 
 /// Candidate selection is driven by the time columns, so the work is proportional to what is
 /// (nearly) due rather than to the pending rows. The due conditions split into branches, each a
@@ -62,223 +48,48 @@ const AS_OF: &str = "coalesce($8::timestamptz, now())";
 /// condition implies one range); branches 1 to 3 are disjoint, and 4 and 5 (disjoint from each
 /// other) leave out rows in the ranges of 1 to 3 and rows reminded since the bound's instant, so
 /// a walk meets each workflow once. The full due predicate stays the final filter.
-const BRANCH_RANGES: [&str; 5] = [
-    "w.status = 'pending' AND w.reminders_sent = 0 \
-     AND w.requested_at <= AS_OF - $3::float8 * interval '1 second'",
-    "w.status = 'pending' AND w.reminders_sent > 0 \
-     AND w.last_reminded_at <= AS_OF - least($4::float8, $7::float8) * interval '1 second'",
-    "w.status = 'pending' AND w.reminders_sent > 0 AND w.last_reminded_at IS NULL \
-     AND w.requested_at <= AS_OF - $4::float8 * interval '1 second'",
-    "w.status = 'pending' AND w.deadline_at IS NOT NULL AND w.deadline_at > AS_OF \
-     AND w.deadline_at <= AS_OF + $6::float8 * interval '1 second' AND NOT_EARLIER",
-    "w.status = 'pending' AND w.deadline_at IS NULL \
-     AND w.requested_at > AS_OF - $5::float8 * interval '1 second' \
-     AND w.requested_at <= AS_OF + ($6::float8 - $5::float8) * interval '1 second' AND NOT_EARLIER",
+///
+/// One page of each branch of a walk, due conditions included: $1-$7 the policy (see
+/// `due_candidates.sql`), $8 the walk's instant, $9 and $10 the last row's key column and id
+/// (NULL on the first page), $11 the limit.
+const BRANCH_PAGES: [&str; 5] = [
+    sql!("due_page_1"),
+    sql!("due_page_2"),
+    sql!("due_page_3"),
+    sql!("due_page_4"),
+    sql!("due_page_5"),
 ];
 
-/// Rows the expiry branches leave to the reminder branches (never NULL).
-const NOT_EARLIER: &str = "NOT ((w.reminders_sent = 0 \
-      AND w.requested_at <= AS_OF - $3::float8 * interval '1 second') \
-    OR (w.reminders_sent > 0 AND coalesce( \
-      w.last_reminded_at <= AS_OF - least($4::float8, $7::float8) * interval '1 second', \
-      w.requested_at <= AS_OF - $4::float8 * interval '1 second'))) \
-    AND (w.last_reminded_at IS NULL OR w.last_reminded_at < AS_OF)";
-
-/// The column each branch is walked by (with `id` after it); branch 3's is NULL throughout.
-const BRANCH_KEYS: [&str; 5] = [
-    "requested_at",
-    "last_reminded_at",
-    "last_reminded_at",
-    "deadline_at",
-    "requested_at",
+/// [`BRANCH_PAGES`] under `EXPLAIN (ANALYZE, BUFFERS)`.
+const EXPLAIN_BRANCH_PAGES: [&str; 5] = [
+    concat!("EXPLAIN (ANALYZE, BUFFERS) ", sql!("due_page_1")),
+    concat!("EXPLAIN (ANALYZE, BUFFERS) ", sql!("due_page_2")),
+    concat!("EXPLAIN (ANALYZE, BUFFERS) ", sql!("due_page_3")),
+    concat!("EXPLAIN (ANALYZE, BUFFERS) ", sql!("due_page_4")),
+    concat!("EXPLAIN (ANALYZE, BUFFERS) ", sql!("due_page_5")),
 ];
 
-/// The full due predicate over `w`: every branch's final filter.
-static DUE: LazyLock<String> = LazyLock::new(|| {
-    format!("{SELECTED} AND ({REMINDER_DUE} OR {EXPIRY_WARNING_DUE} OR {ESCALATION_DUE})")
-});
+/// Due workflows in id order, all branches at once.
+const CANDIDATES: &str = sql!("due_candidates");
 
-fn expand(sql: &str) -> String {
-    sql.replace("NOT_EARLIER", NOT_EARLIER)
-        .replace("AS_OF", AS_OF)
-        .replace("DEADLINE", DEADLINE)
-}
+/// The claim of each kind the reminders worker sends, in [`super::claim_slot`]'s order.
+const CLAIMS: [&str; 3] = [
+    sql!("claim_reminder"),
+    sql!("claim_expiry_warning"),
+    sql!("claim_escalation"),
+];
 
-/// One page of one branch of a walk: $8 the walk's instant, $9 and $10 the last row's key column
-/// and id (NULL on the first page), $11 the limit.
-static BRANCH_PAGES: LazyLock<Vec<String>> = LazyLock::new(|| {
-    (0..BRANCH_RANGES.len())
-        .map(|branch| {
-            let range = BRANCH_RANGES[branch];
-            let due = DUE.as_str();
-            let after = if branch == 2 {
-                // The key column is NULL throughout: by id alone.
-                "($10::uuid IS NULL OR w.id > $10::uuid)".to_owned()
-            } else {
-                let key = BRANCH_KEYS[branch];
-                format!(
-                    "(w.{key}, w.id) > (coalesce($9::timestamptz, '-infinity'), \
-                     coalesce($10::uuid, '00000000-0000-0000-0000-000000000000'))"
-                )
-            };
-            let order = if branch == 2 {
-                "w.id".to_owned()
-            } else {
-                format!("w.{}, w.id", BRANCH_KEYS[branch])
-            };
-            expand(&format!(
-                "SELECT {WORKFLOW_COLUMNS} FROM signature_workflows w \
-                 WHERE {range} AND {after} AND {due} ORDER BY {order} LIMIT $11"
-            ))
-        })
-        .collect()
-});
+/// One timeout chunk of each deadline source: `deadline_at`, then `requested_at +
+/// timeout.after`. Each walks its own partial index of migration 0002 in deadline order, from
+/// where the last chunk ended; the alert rows are inserted by the same statement, so a workflow
+/// is never timed out without its alerts logged.
+const TIME_OUTS: [&str; 2] = [sql!("time_out_deadline_at"), sql!("time_out_timeout_after")];
 
-/// Due workflows in id order after $9, at most $10 ($8 NULL: bounds at the database clock).
-static CANDIDATES: LazyLock<String> = LazyLock::new(|| {
-    let branches: Vec<String> = BRANCH_RANGES
-        .iter()
-        .map(|range| format!("SELECT w.id FROM signature_workflows w WHERE {range}"))
-        .collect();
-    expand(&format!(
-        "SELECT {WORKFLOW_COLUMNS} FROM signature_workflows w \
-         WHERE w.id IN ({}) AND ($9::uuid IS NULL OR w.id > $9::uuid) AND {} \
-         ORDER BY w.id LIMIT $10",
-        branches.join(" UNION ALL "),
-        DUE.as_str()
-    ))
-});
+/// Takes over expired pending deliveries.
+const RECOVER: &str = sql!("recover");
 
-/// The claim of one kind: $8 workflow ids, $9 channel names, $10 lease seconds.
-fn claim_sql(kind: NoticeKind) -> String {
-    let (due, set, sequence) = match kind {
-        NoticeKind::Reminder => (
-            REMINDER_DUE,
-            "reminders_sent = w.reminders_sent + 1, last_reminded_at = now()",
-            "c.reminders_sent",
-        ),
-        NoticeKind::ExpiryWarning => (EXPIRY_WARNING_DUE, "expiry_warned_at = now()", "1"),
-        NoticeKind::Escalation => (ESCALATION_DUE, "escalated_at = now()", "1"),
-        NoticeKind::TimeoutAlert => unreachable!("timeouts are claimed by the timeout worker"),
-    };
-    let kind = kind.as_str();
-    expand(&format!(
-        "WITH claimed AS ( \
-           UPDATE signature_workflows w SET {set} \
-           WHERE w.id IN ( \
-             SELECT w.id FROM signature_workflows w \
-             WHERE w.id = ANY($8::uuid[]) AND {SELECTED} AND {due} \
-             ORDER BY w.id FOR UPDATE SKIP LOCKED) \
-           RETURNING {WORKFLOW_COLUMNS}), \
-         logged AS ( \
-           INSERT INTO signature_reminder_log \
-             (workflow_id, kind, sequence, channel, state, attempts, idempotency_key, lease_until) \
-           SELECT c.id, '{kind}', {sequence}, ch.name, 'pending', 1, \
-             concat('signet:', c.id, ':{kind}:', {sequence}, ':', ch.name), \
-             now() + $10::float8 * interval '1 second' \
-           FROM claimed c CROSS JOIN unnest($9::text[]) AS ch(name) \
-           ON CONFLICT (workflow_id, kind, sequence, channel) DO NOTHING \
-           RETURNING id AS log_id, workflow_id, kind, sequence, channel, idempotency_key, attempts) \
-         SELECT l.log_id, l.kind, l.sequence, l.channel, l.idempotency_key, l.attempts, \
-           false AS recovered, false AS possible_duplicate, {} \
-         FROM logged l JOIN claimed w ON w.id = l.workflow_id \
-         ORDER BY w.id, l.channel",
-        WORKFLOW_COLUMNS
-    ))
-}
-
-static CLAIMS: LazyLock<[String; 3]> = LazyLock::new(|| {
-    [
-        claim_sql(NoticeKind::Reminder),
-        claim_sql(NoticeKind::ExpiryWarning),
-        claim_sql(NoticeKind::Escalation),
-    ]
-});
-
-/// One timeout chunk of a deadline source (0: `deadline_at`, 1: `requested_at +
-/// timeout.after`): $1 workflow types, $2 channel names, $3 lease seconds, $4 limit, $5
-/// `timeout.after` seconds, $6 and $7 the previous chunk's last key and id (NULL at first). Each
-/// source walks its own partial index of migration 0002 in deadline order, from where the last
-/// chunk ended (never over the dead entries earlier chunks left); the alert rows are inserted by
-/// the same statement, so a workflow is never timed out without its alerts logged.
-fn time_out_sql(source: usize) -> String {
-    let key = if source == 0 {
-        "deadline_at"
-    } else {
-        "requested_at"
-    };
-    let expired = if source == 0 {
-        "w.deadline_at IS NOT NULL AND w.deadline_at <= now()"
-    } else {
-        "w.deadline_at IS NULL AND w.requested_at <= now() - $5::float8 * interval '1 second'"
-    };
-    let after = format!(
-        "(w.{key}, w.id) > (coalesce($6::timestamptz, '-infinity'), \
-         coalesce($7::uuid, '00000000-0000-0000-0000-000000000000'))"
-    );
-    let order = format!("w.{key}, w.id");
-    let kind = NoticeKind::TimeoutAlert.as_str();
-    format!(
-        "WITH expired AS ( \
-           UPDATE signature_workflows w SET status = 'timed_out', timed_out_at = now() \
-           WHERE w.id IN ( \
-             SELECT w.id FROM signature_workflows w \
-             WHERE w.status = 'pending' AND {expired} AND {after} \
-               AND (cardinality($1::text[]) = 0 OR w.workflow_type = ANY($1::text[])) \
-             ORDER BY {order} LIMIT $4 FOR UPDATE SKIP LOCKED) \
-           RETURNING {WORKFLOW_COLUMNS}), \
-         logged AS ( \
-           INSERT INTO signature_reminder_log \
-             (workflow_id, kind, sequence, channel, state, attempts, idempotency_key, lease_until) \
-           SELECT e.id, '{kind}', 1, ch.name, 'pending', 1, \
-             concat('signet:', e.id, ':{kind}:1:', ch.name), \
-             now() + $3::float8 * interval '1 second' \
-           FROM expired e CROSS JOIN unnest($2::text[]) AS ch(name) \
-           ON CONFLICT (workflow_id, kind, sequence, channel) DO NOTHING \
-           RETURNING id AS log_id, workflow_id, channel, idempotency_key, attempts) \
-         SELECT l.log_id, '{kind}' AS kind, 1 AS sequence, l.channel, l.idempotency_key, \
-           l.attempts, false AS recovered, false AS possible_duplicate, {WORKFLOW_COLUMNS} \
-         FROM expired w LEFT JOIN logged l ON l.workflow_id = w.id \
-         ORDER BY w.id, l.channel"
-    )
-}
-
-static TIME_OUTS: LazyLock<[String; 2]> = LazyLock::new(|| [time_out_sql(0), time_out_sql(1)]);
-
-/// Expired pending deliveries: $1 kinds, $2 workflow types, $3 lease seconds, $4 limit.
-static RECOVER: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "WITH recovered AS ( \
-      UPDATE signature_reminder_log l \
-      SET attempts = l.attempts + 1, lease_until = now() + $3::float8 * interval '1 second', \
-          updated_at = now() \
-      WHERE l.id IN ( \
-        SELECT r.id FROM signature_reminder_log r \
-        JOIN signature_workflows w ON w.id = r.workflow_id \
-        WHERE r.state = 'pending' AND r.lease_until < now() AND r.kind = ANY($1::text[]) \
-          AND (cardinality($2::text[]) = 0 OR w.workflow_type = ANY($2::text[])) \
-        ORDER BY r.id LIMIT $4 FOR UPDATE OF r SKIP LOCKED) \
-      RETURNING l.id AS log_id, l.workflow_id, l.kind, l.sequence, l.channel, l.idempotency_key, \
-        l.attempts, {} AS possible_duplicate) \
-    SELECT r.log_id, r.kind, r.sequence, r.channel, r.idempotency_key, r.attempts, \
-      true AS recovered, r.possible_duplicate, {WORKFLOW_COLUMNS} \
-    FROM recovered r JOIN signature_workflows w ON w.id = r.workflow_id ORDER BY r.log_id",
-        &*POSSIBLE_DUPLICATE
-    )
-});
-
-/// Whether a recovered delivery may already have gone out (a constant fragment, built once).
-static POSSIBLE_DUPLICATE: LazyLock<String> =
-    LazyLock::new(|| super::possible_duplicate_sql("l.error"));
-
-const COMPLETE: &str = "UPDATE signature_reminder_log l \
-    SET state = o.state, provider_message_id = o.provider_message_id, error = o.error, \
-        updated_at = now(), \
-        lease_until = CASE WHEN o.state = 'pending' \
-          THEN now() + o.retry_after * interval '1 second' END \
-    FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::float8[]) \
-      AS o(id, state, provider_message_id, error, retry_after) \
-    WHERE l.id = o.id AND l.state = 'pending'";
+/// Records outcomes, one array element per delivery.
+const COMPLETE: &str = sql!("complete");
 
 impl PgStore {
     pub(super) async fn connect(url: &str, options: &ConnectOptions) -> Result<Self> {
@@ -329,7 +140,7 @@ impl PgStore {
         after: Option<Uuid>,
         limit: i64,
     ) -> Result<Vec<Workflow>> {
-        let rows = bind_due(sqlx::query(AssertSqlSafe(CANDIDATES.as_str())), query)
+        let rows = bind_due(sqlx::query(CANDIDATES), query)
             .bind(None::<DateTime<Utc>>)
             .bind(after)
             .bind(limit)
@@ -349,7 +160,7 @@ impl PgStore {
             Some(as_of) => as_of,
             None => *cursor.as_of.insert(self.now().await?),
         };
-        while cursor.branch < BRANCH_RANGES.len() {
+        while cursor.branch < BRANCH_PAGES.len() {
             let branch = cursor.branch;
             if !branch_applies(branch, query) {
                 cursor.next_branch();
@@ -382,17 +193,14 @@ impl PgStore {
         last: Option<(Option<DateTime<Utc>>, Uuid)>,
         limit: i64,
     ) -> Result<Vec<PgRow>> {
-        bind_due(
-            sqlx::query(AssertSqlSafe(BRANCH_PAGES[branch].as_str())),
-            query,
-        )
-        .bind(as_of)
-        .bind(last.and_then(|(key, _)| key))
-        .bind(last.map(|(_, id)| id))
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(Error::query("selecting due workflows"))
+        bind_due(sqlx::query(BRANCH_PAGES[branch]), query)
+            .bind(as_of)
+            .bind(last.and_then(|(key, _)| key))
+            .bind(last.map(|(_, id)| id))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(Error::query("selecting due workflows"))
     }
 
     /// `EXPLAIN (ANALYZE, BUFFERS)` of the first page of `limit` rows of each branch a walk
@@ -405,13 +213,12 @@ impl PgStore {
     ) -> Result<Vec<String>> {
         let as_of = self.now().await?;
         let mut lines = Vec::new();
-        for branch in 0..BRANCH_RANGES.len() {
+        for branch in 0..BRANCH_PAGES.len() {
             if !branch_applies(branch, query) {
                 continue;
             }
             lines.push(format!("branch {}: {}", branch + 1, BRANCH_NAMES[branch]));
-            let sql = format!("EXPLAIN (ANALYZE, BUFFERS) {}", BRANCH_PAGES[branch]);
-            let rows = bind_due(sqlx::query(AssertSqlSafe(sql)), query)
+            let rows = bind_due(sqlx::query(EXPLAIN_BRANCH_PAGES[branch]), query)
                 .bind(as_of)
                 .bind(None::<DateTime<Utc>>)
                 .bind(None::<Uuid>)
@@ -436,13 +243,13 @@ impl PgStore {
         ids: &[Uuid],
         channels: &[String],
         query: &DueQuery,
-        lease: f64,
+        lease: Duration,
     ) -> Result<Vec<ClaimedDelivery>> {
-        let sql = &CLAIMS[super::claim_slot(kind)?];
-        let rows = bind_due(sqlx::query(AssertSqlSafe(sql.as_str())), query)
+        let sql = CLAIMS[super::claim_slot(kind)?];
+        let rows = bind_due(sqlx::query(sql), query)
             .bind(ids)
             .bind(channels)
-            .bind(lease)
+            .bind(super::seconds(lease))
             .fetch_all(&self.pool)
             .await
             .map_err(Error::query("claiming due notifications"))?;
@@ -454,14 +261,13 @@ impl PgStore {
         query: &TimeoutQuery,
         cursor: &TimeoutCursor,
         channels: &[String],
-        lease: f64,
+        lease: Duration,
         limit: i64,
     ) -> Result<TimedOut> {
-        let sql = &TIME_OUTS[cursor.source];
-        let rows = sqlx::query(AssertSqlSafe(sql.as_str()))
+        let rows = sqlx::query(TIME_OUTS[cursor.source])
             .bind(&query.workflow_types)
             .bind(channels)
-            .bind(lease)
+            .bind(super::seconds(lease))
             .bind(limit)
             .bind(super::seconds(query.timeout_after))
             .bind(cursor.last.map(|(key, _)| key))
@@ -490,14 +296,14 @@ impl PgStore {
         &self,
         kinds: &[NoticeKind],
         workflow_types: &[String],
-        lease: f64,
+        lease: Duration,
         limit: i64,
     ) -> Result<Vec<ClaimedDelivery>> {
         let kinds: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
-        let rows = sqlx::query(AssertSqlSafe(RECOVER.as_str()))
+        let rows = sqlx::query(RECOVER)
             .bind(kinds)
             .bind(workflow_types)
-            .bind(lease)
+            .bind(super::seconds(lease))
             .bind(limit)
             .fetch_all(&self.pool)
             .await
@@ -513,13 +319,20 @@ impl PgStore {
             .map(|(_, o)| o.provider_message_id())
             .collect();
         let errors: Vec<Option<&str>> = outcomes.iter().map(|(_, o)| o.error()).collect();
-        let retry_after: Vec<f64> = outcomes.iter().map(|(_, o)| o.retry_after()).collect();
+        let retry_after: Vec<f64> = outcomes
+            .iter()
+            .map(|(_, o)| super::seconds(o.retry_after()))
+            .collect();
+        let reasons: Vec<Option<&str>> = outcomes.iter().map(|(_, o)| o.reason()).collect();
+        let unconfirmed: Vec<bool> = outcomes.iter().map(|(_, o)| o.unconfirmed()).collect();
         sqlx::query(COMPLETE)
             .bind(ids)
             .bind(states)
             .bind(provider_ids)
             .bind(errors)
             .bind(retry_after)
+            .bind(reasons)
+            .bind(unconfirmed)
             .execute(&self.pool)
             .await
             .map_err(Error::query("recording delivery outcomes"))?;

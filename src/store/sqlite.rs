@@ -3,19 +3,18 @@
 //! their log rows commit together. Timestamps are ISO 8601 text compared through `unixepoch()`.
 
 use std::str::FromStr;
-use std::sync::LazyLock;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use sqlx::Row;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
 };
-use sqlx::{AssertSqlSafe, Row};
 use uuid::Uuid;
 
 use super::{
     ClaimedDelivery, ConnectOptions, DueCursor, DueQuery, Error, NoticeKind, Outcome, Result,
-    TimedOut, TimeoutCursor, TimeoutQuery, WORKFLOW_COLUMNS, Workflow, idempotency_key,
+    TimedOut, TimeoutCursor, TimeoutQuery, Workflow, idempotency_key,
 };
 
 /// A SQLite connection pool.
@@ -24,135 +23,43 @@ pub struct SqliteStore {
     pool: SqlitePool,
 }
 
-/// The current instant in the format the migrations use.
-const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
-
-/// SQLite's RETURNING takes no table alias.
-const RETURNED_COLUMNS: &str = "id, workflow_type, signer_email, signer_name, document_title, \
-    signing_url, signer_time_zone, status, requested_at, deadline_at, reminders_sent, \
-    last_reminded_at, expiry_warned_at, escalated_at";
-
-/// The due conditions over the alias `w`, with the parameters of the PostgreSQL store:
-/// ?1 workflow types (JSON array), ?2 max reminders, ?3 first after, ?4 every, ?5 timeout after,
-/// ?6 expiry warning before, ?7 escalation after (seconds, NULL when absent).
-const SELECTED: &str = "w.status = 'pending' \
-    AND (json_array_length(?1) = 0 OR w.workflow_type IN (SELECT value FROM json_each(?1))) \
-    AND (DEADLINE IS NULL OR unixepoch('now', 'subsec') < DEADLINE)";
-const DEADLINE: &str = "coalesce(unixepoch(w.deadline_at, 'subsec'), \
-    unixepoch(w.requested_at, 'subsec') + ?5)";
-const REMINDER_DUE: &str = "(w.reminders_sent < ?2 AND unixepoch('now', 'subsec') >= CASE \
-    WHEN w.reminders_sent = 0 THEN unixepoch(w.requested_at, 'subsec') + ?3 \
-    ELSE unixepoch(coalesce(w.last_reminded_at, w.requested_at), 'subsec') + ?4 END)";
-const EXPIRY_WARNING_DUE: &str = "(w.expiry_warned_at IS NULL \
-    AND unixepoch('now', 'subsec') >= DEADLINE - ?6)";
-const ESCALATION_DUE: &str = "(w.escalated_at IS NULL AND w.reminders_sent >= ?2 \
-    AND unixepoch('now', 'subsec') >= unixepoch(w.last_reminded_at, 'subsec') + ?7)";
-
-fn expand(sql: &str) -> String {
-    sql.replace("DEADLINE", DEADLINE)
-}
-
-static CANDIDATES: LazyLock<String> = LazyLock::new(|| {
-    expand(&format!(
-        "SELECT {WORKFLOW_COLUMNS} FROM signature_workflows w \
-         WHERE {SELECTED} AND (?8 IS NULL OR w.id > ?8) \
-           AND ({REMINDER_DUE} OR {EXPIRY_WARNING_DUE} OR {ESCALATION_DUE}) \
-         ORDER BY w.id LIMIT ?9"
-    ))
-});
-
-/// The update half of a claim: ?8 workflow ids (JSON array).
-fn claim_sql(kind: NoticeKind) -> String {
-    let (due, set) = match kind {
-        NoticeKind::Reminder => (
-            REMINDER_DUE,
-            "reminders_sent = reminders_sent + 1, last_reminded_at = NOW",
-        ),
-        NoticeKind::ExpiryWarning => (EXPIRY_WARNING_DUE, "expiry_warned_at = NOW"),
-        NoticeKind::Escalation => (ESCALATION_DUE, "escalated_at = NOW"),
-        NoticeKind::TimeoutAlert => unreachable!("timeouts are claimed by the timeout worker"),
+/// A statement of `src/store/sql/sqlite/`, static text; its parameters are listed at its top.
+macro_rules! sql {
+    ($name:literal) => {
+        include_str!(concat!("sql/sqlite/", $name, ".sql"))
     };
-    expand(&format!(
-        "UPDATE signature_workflows AS w SET {} \
-         WHERE w.id IN (SELECT value FROM json_each(?8)) AND {SELECTED} AND {due} \
-         RETURNING {RETURNED_COLUMNS}",
-        set.replace("NOW", NOW)
-    ))
 }
 
-static CLAIMS: LazyLock<[String; 3]> = LazyLock::new(|| {
-    [
-        claim_sql(NoticeKind::Reminder),
-        claim_sql(NoticeKind::ExpiryWarning),
-        claim_sql(NoticeKind::Escalation),
-    ]
-});
+/// The database clock in the format the migrations use.
+const NOW: &str = sql!("now");
 
-const INSERT_LOG: &str = "INSERT INTO signature_reminder_log \
-      (workflow_id, kind, sequence, channel, state, attempts, idempotency_key, lease_until) \
-    VALUES (?1, ?2, ?3, ?4, 'pending', 1, ?5, strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?6)) \
-    ON CONFLICT (workflow_id, kind, sequence, channel) DO NOTHING \
-    RETURNING id, attempts";
+/// Due workflows in id order.
+const CANDIDATES: &str = sql!("due_candidates");
 
-/// The update half of a timeout chunk of a deadline source (0: `deadline_at`, 1:
-/// `requested_at + timeout.after`): ?1 workflow types (JSON array), ?2 `timeout.after`
-/// seconds, ?3 limit. Each chunk takes the first expired rows still pending (those of earlier
-/// chunks are not any more), so SQLite needs no position within the walk, only its source.
-fn time_out_sql(source: usize) -> String {
-    let expired = if source == 0 {
-        "w.deadline_at IS NOT NULL \
-         AND unixepoch(w.deadline_at, 'subsec') <= unixepoch('now', 'subsec')"
-    } else {
-        "w.deadline_at IS NULL \
-         AND unixepoch(w.requested_at, 'subsec') + ?2 <= unixepoch('now', 'subsec')"
-    };
-    format!(
-        "UPDATE signature_workflows SET status = 'timed_out', timed_out_at = {NOW} \
-         WHERE id IN ( \
-           SELECT w.id FROM signature_workflows w \
-           WHERE w.status = 'pending' AND {expired} \
-             AND (json_array_length(?1) = 0 \
-                  OR w.workflow_type IN (SELECT value FROM json_each(?1))) \
-           ORDER BY w.id LIMIT ?3) \
-         RETURNING {RETURNED_COLUMNS}"
-    )
-}
+/// The update half of the claim of each kind the reminders worker sends, in
+/// [`super::claim_slot`]'s order.
+const CLAIMS: [&str; 3] = [
+    sql!("claim_reminder"),
+    sql!("claim_expiry_warning"),
+    sql!("claim_escalation"),
+];
 
-static TIME_OUTS: LazyLock<[String; 2]> = LazyLock::new(|| [time_out_sql(0), time_out_sql(1)]);
+/// The log row of a claimed delivery or a timeout alert.
+const INSERT_LOG: &str = sql!("insert_log");
 
-static RECOVER: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "UPDATE signature_reminder_log AS l \
-         SET attempts = l.attempts + 1, \
-             lease_until = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?3), updated_at = {NOW} \
-         WHERE l.id IN ( \
-           SELECT r.id FROM signature_reminder_log r \
-           JOIN signature_workflows w ON w.id = r.workflow_id \
-           WHERE r.state = 'pending' \
-             AND unixepoch(r.lease_until, 'subsec') < unixepoch('now', 'subsec') \
-             AND r.kind IN (SELECT value FROM json_each(?1)) \
-             AND (json_array_length(?2) = 0 \
-                  OR w.workflow_type IN (SELECT value FROM json_each(?2))) \
-           ORDER BY r.id LIMIT ?4) \
-         RETURNING id AS log_id, workflow_id, kind, sequence, channel, idempotency_key, \
-           attempts, {} AS possible_duplicate",
-        &*POSSIBLE_DUPLICATE
-    )
-});
+/// The update half of a timeout chunk of each deadline source: `deadline_at`, then
+/// `requested_at + timeout.after`. Each chunk takes the first expired rows still pending (those
+/// of earlier chunks are not any more), so SQLite needs no position within the walk.
+const TIME_OUTS: [&str; 2] = [sql!("time_out_deadline_at"), sql!("time_out_timeout_after")];
 
-/// Whether a recovered delivery may already have gone out (a constant fragment, built once).
-static POSSIBLE_DUPLICATE: LazyLock<String> =
-    LazyLock::new(|| super::possible_duplicate_sql("error"));
+/// Takes over expired pending deliveries.
+const RECOVER: &str = sql!("recover");
 
-static COMPLETE: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "UPDATE signature_reminder_log \
-         SET state = ?2, provider_message_id = ?3, error = ?4, updated_at = {NOW}, \
-             lease_until = CASE WHEN ?2 = 'pending' \
-               THEN strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?5) END \
-         WHERE id = ?1 AND state = 'pending'"
-    )
-});
+/// A recovered delivery's workflow.
+const WORKFLOW: &str = sql!("workflow");
+
+/// Records one delivery's outcome.
+const COMPLETE: &str = sql!("complete");
 
 /// A modifier for SQLite's date functions: `+900.000 seconds`.
 fn seconds_modifier(seconds: f64) -> String {
@@ -191,7 +98,7 @@ impl SqliteStore {
     }
 
     pub(super) async fn now(&self) -> Result<DateTime<Utc>> {
-        let now: String = sqlx::query_scalar(AssertSqlSafe(format!("SELECT {NOW}")))
+        let now: String = sqlx::query_scalar(NOW)
             .fetch_one(&self.pool)
             .await
             .map_err(Error::query("reading the database clock"))?;
@@ -204,7 +111,7 @@ impl SqliteStore {
         after: Option<Uuid>,
         limit: i64,
     ) -> Result<Vec<Workflow>> {
-        let rows = bind_due(sqlx::query(AssertSqlSafe(CANDIDATES.as_str())), query)
+        let rows = bind_due(sqlx::query(CANDIDATES), query)
             .bind(after.map(|id| id.to_string()))
             .bind(limit)
             .fetch_all(&self.pool)
@@ -240,9 +147,9 @@ impl SqliteStore {
         ids: &[Uuid],
         channels: &[String],
         query: &DueQuery,
-        lease: f64,
+        lease: Duration,
     ) -> Result<Vec<ClaimedDelivery>> {
-        let sql = &CLAIMS[super::claim_slot(kind)?];
+        let sql = CLAIMS[super::claim_slot(kind)?];
         let failed = Error::query("claiming due notifications");
         let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
         let mut tx = self
@@ -250,7 +157,7 @@ impl SqliteStore {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(Error::query("starting a claim"))?;
-        let rows = bind_due(sqlx::query(AssertSqlSafe(sql.as_str())), query)
+        let rows = bind_due(sqlx::query(sql), query)
             .bind(json(&ids))
             .fetch_all(&mut *tx)
             .await
@@ -270,7 +177,7 @@ impl SqliteStore {
                     .bind(sequence)
                     .bind(channel)
                     .bind(&key)
-                    .bind(seconds_modifier(lease))
+                    .bind(seconds_modifier(super::seconds(lease)))
                     .fetch_optional(&mut *tx)
                     .await
                     .map_err(Error::query("logging claimed notifications"))?;
@@ -300,7 +207,7 @@ impl SqliteStore {
         query: &TimeoutQuery,
         cursor: &TimeoutCursor,
         channels: &[String],
-        lease: f64,
+        lease: Duration,
         limit: i64,
     ) -> Result<TimedOut> {
         let kind = NoticeKind::TimeoutAlert;
@@ -309,7 +216,7 @@ impl SqliteStore {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(Error::query("starting a timeout"))?;
-        let rows = sqlx::query(AssertSqlSafe(TIME_OUTS[cursor.source].as_str()))
+        let rows = sqlx::query(TIME_OUTS[cursor.source])
             .bind(json(&query.workflow_types))
             .bind(super::seconds(query.timeout_after))
             .bind(limit)
@@ -327,7 +234,7 @@ impl SqliteStore {
                     .bind(1)
                     .bind(channel)
                     .bind(&key)
-                    .bind(seconds_modifier(lease))
+                    .bind(seconds_modifier(super::seconds(lease)))
                     .fetch_optional(&mut *tx)
                     .await
                     .map_err(Error::query("logging timeout alerts"))?;
@@ -357,7 +264,7 @@ impl SqliteStore {
         &self,
         kinds: &[NoticeKind],
         workflow_types: &[String],
-        lease: f64,
+        lease: Duration,
         limit: i64,
     ) -> Result<Vec<ClaimedDelivery>> {
         let kinds: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
@@ -366,10 +273,10 @@ impl SqliteStore {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(Error::query("starting a recovery"))?;
-        let rows = sqlx::query(AssertSqlSafe(RECOVER.as_str()))
+        let rows = sqlx::query(RECOVER)
             .bind(json(&kinds))
             .bind(json(&workflow_types))
-            .bind(seconds_modifier(lease))
+            .bind(seconds_modifier(super::seconds(lease)))
             .bind(limit)
             .fetch_all(&mut *tx)
             .await
@@ -377,13 +284,11 @@ impl SqliteStore {
         let mut recovered = Vec::with_capacity(rows.len());
         for row in &rows {
             let workflow_id: String = row.try_get("workflow_id").map_err(data)?;
-            let workflow_row = sqlx::query(AssertSqlSafe(format!(
-                "SELECT {WORKFLOW_COLUMNS} FROM signature_workflows w WHERE w.id = ?1"
-            )))
-            .bind(&workflow_id)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(Error::query("reading recovered workflows"))?;
+            let workflow_row = sqlx::query(WORKFLOW)
+                .bind(&workflow_id)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(Error::query("reading recovered workflows"))?;
             recovered.push(ClaimedDelivery {
                 log_id: row.try_get("log_id").map_err(data)?,
                 workflow: workflow(&workflow_row)?,
@@ -410,12 +315,14 @@ impl SqliteStore {
             .await
             .map_err(Error::query("starting to record outcomes"))?;
         for (id, outcome) in outcomes {
-            sqlx::query(AssertSqlSafe(COMPLETE.as_str()))
+            sqlx::query(COMPLETE)
                 .bind(id)
                 .bind(outcome.state())
                 .bind(outcome.provider_message_id())
                 .bind(outcome.error())
-                .bind(seconds_modifier(outcome.retry_after()))
+                .bind(seconds_modifier(super::seconds(outcome.retry_after())))
+                .bind(outcome.reason())
+                .bind(outcome.unconfirmed())
                 .execute(&mut *tx)
                 .await
                 .map_err(Error::query("recording delivery outcomes"))?;

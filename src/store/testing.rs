@@ -1,6 +1,7 @@
-//! Fresh databases and seed rows for tests, benchmarks and `signet demo`: a uniquely named PostgreSQL database
-//! (dropped again when the handle is dropped) or a SQLite file, plus helpers that write rows the
-//! way the application would, with timestamps relative to the database clock.
+//! Fresh databases and helpers for tests and benchmarks (compiled only for tests and with the
+//! `testing` feature, never into the product): a uniquely named PostgreSQL database
+//! (dropped again when the handle is dropped) or a SQLite file, plus helpers that inspect
+//! and age rows. Seed rows are written by [`super::seed`], re-exported here.
 //!
 //! The PostgreSQL server is `SIGNET_TEST_DATABASE_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/postgres`). If it cannot be reached, tests fail; they are
@@ -11,8 +12,14 @@ use std::path::PathBuf;
 use sqlx::{AssertSqlSafe, Connection, Row};
 use uuid::Uuid;
 
+pub use super::seed::{Seed, seed};
 use super::{ConnectOptions, Result, Store};
 use crate::policy::Workflow;
+
+/// The columns of [`Workflow`], over the alias `w`, as both backends select them.
+const WORKFLOW_COLUMNS: &str = "w.id, w.workflow_type, w.signer_email, w.signer_name, \
+    w.document_title, w.signing_url, w.signer_time_zone, w.status, w.requested_at, \
+    w.deadline_at, w.reminders_sent, w.last_reminded_at, w.expiry_warned_at, w.escalated_at";
 
 /// Default PostgreSQL server for tests.
 pub const DEFAULT_TEST_SERVER: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -165,111 +172,6 @@ pub fn with_database(server: &str, name: &str) -> String {
     }
 }
 
-/// A workflow row as the application would insert it, timestamps relative to the database clock.
-#[derive(Clone, Debug)]
-pub struct Seed {
-    /// Workflow id.
-    pub id: Uuid,
-    /// `workflow_type`.
-    pub workflow_type: String,
-    /// `signer_email`.
-    pub signer_email: String,
-    /// `signer_name`.
-    pub signer_name: Option<String>,
-    /// `signer_time_zone`.
-    pub signer_time_zone: Option<String>,
-    /// `status`.
-    pub status: String,
-    /// `requested_at` is this many seconds before the database's now.
-    pub requested_ago: f64,
-    /// `deadline_at`, seconds after now (negative: in the past).
-    pub deadline_in: Option<f64>,
-    /// `reminders_sent`.
-    pub reminders_sent: i32,
-    /// `last_reminded_at`, seconds before now.
-    pub last_reminded_ago: Option<f64>,
-}
-
-impl Seed {
-    /// A pending `enrollment-agreement` requested `requested_ago` seconds ago, no reminders yet.
-    pub fn pending(requested_ago: f64) -> Self {
-        let id = Uuid::new_v4();
-        Self {
-            id,
-            workflow_type: "enrollment-agreement".into(),
-            signer_email: format!("signer-{}@example.com", &id.simple().to_string()[..8]),
-            signer_name: Some("Ada Lovelace".into()),
-            signer_time_zone: None,
-            status: "pending".into(),
-            requested_ago,
-            deadline_in: None,
-            reminders_sent: 0,
-            last_reminded_ago: None,
-        }
-    }
-}
-
-/// Inserts seed rows.
-pub async fn seed(store: &Store, seeds: &[Seed]) -> Result<()> {
-    for s in seeds {
-        match store {
-            Store::Postgres(pg) => {
-                sqlx::query(
-                    "INSERT INTO signature_workflows (id, workflow_type, signer_email, signer_name, \
-                       document_title, signing_url, signer_time_zone, status, requested_at, \
-                       deadline_at, reminders_sent, last_reminded_at) \
-                     VALUES ($1, $2, $3, $4, 'Enrollment agreement', \
-                       'https://sign.example.com/' || $1::text, $5, $6, \
-                       now() - $7::float8 * interval '1 second', \
-                       now() + $8::float8 * interval '1 second', $9, \
-                       now() - $10::float8 * interval '1 second')",
-                )
-                .bind(s.id)
-                .bind(&s.workflow_type)
-                .bind(&s.signer_email)
-                .bind(&s.signer_name)
-                .bind(&s.signer_time_zone)
-                .bind(&s.status)
-                .bind(s.requested_ago)
-                .bind(s.deadline_in)
-                .bind(s.reminders_sent)
-                .bind(s.last_reminded_ago)
-                .execute(pg.pool())
-                .await
-                .map_err(super::Error::query("seeding workflows"))?;
-            }
-            Store::Sqlite(lite) => {
-                let ago = |secs: Option<f64>| secs.map(|s| format!("{:+.3} seconds", -s));
-                sqlx::query(
-                    "INSERT INTO signature_workflows (id, workflow_type, signer_email, signer_name, \
-                       document_title, signing_url, signer_time_zone, status, requested_at, \
-                       deadline_at, reminders_sent, last_reminded_at) \
-                     VALUES (?1, ?2, ?3, ?4, 'Enrollment agreement', \
-                       'https://sign.example.com/' || ?1, ?5, ?6, \
-                       strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?7), \
-                       CASE WHEN ?8 IS NOT NULL THEN strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?8) END, \
-                       ?9, \
-                       CASE WHEN ?10 IS NOT NULL THEN strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?10) END)",
-                )
-                .bind(s.id.to_string())
-                .bind(&s.workflow_type)
-                .bind(&s.signer_email)
-                .bind(&s.signer_name)
-                .bind(&s.signer_time_zone)
-                .bind(&s.status)
-                .bind(ago(Some(s.requested_ago)))
-                .bind(ago(s.deadline_in.map(|d| -d)))
-                .bind(s.reminders_sent)
-                .bind(ago(s.last_reminded_ago))
-                .execute(lite.pool())
-                .await
-                .map_err(super::Error::query("seeding workflows"))?;
-            }
-        }
-    }
-    Ok(())
-}
-
 /// One row of `signature_reminder_log`, as tests inspect it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LogRow {
@@ -289,14 +191,19 @@ pub struct LogRow {
     pub idempotency_key: String,
     /// Provider message id.
     pub provider_message_id: Option<String>,
-    /// Error.
+    /// Error, for a person.
     pub error: Option<String>,
+    /// Reason code of the failure.
+    pub reason: Option<String>,
+    /// Whether the last try got no answer.
+    pub unconfirmed: bool,
 }
 
 /// Every log row, in insertion order.
 pub async fn log_rows(store: &Store) -> Result<Vec<LogRow>> {
     const SQL: &str = "SELECT workflow_id, kind, sequence, channel, state, attempts, \
-        idempotency_key, provider_message_id, error FROM signature_reminder_log ORDER BY id";
+        idempotency_key, provider_message_id, error, reason, unconfirmed \
+        FROM signature_reminder_log ORDER BY id";
     let failed = super::Error::query("reading the log");
     macro_rules! rows {
         ($pool:expr, $id:expr) => {
@@ -315,6 +222,8 @@ pub async fn log_rows(store: &Store) -> Result<Vec<LogRow>> {
                     idempotency_key: r.get("idempotency_key"),
                     provider_message_id: r.get("provider_message_id"),
                     error: r.get("error"),
+                    reason: r.get("reason"),
+                    unconfirmed: r.get("unconfirmed"),
                 })
                 .collect()
         };
@@ -333,7 +242,7 @@ pub async fn workflow(store: &Store, id: Uuid) -> Result<Workflow> {
     let sql = |placeholder: &str| {
         AssertSqlSafe(format!(
             "SELECT {} FROM signature_workflows w WHERE w.id = {placeholder}",
-            super::WORKFLOW_COLUMNS
+            WORKFLOW_COLUMNS
         ))
     };
     match store {
@@ -354,17 +263,6 @@ pub async fn workflow(store: &Store, id: Uuid) -> Result<Workflow> {
             super::sqlite::workflow(&row)
         }
     }
-}
-
-/// How many workflows the database holds.
-pub async fn workflow_count(store: &Store) -> Result<i64> {
-    const SQL: &str = "SELECT count(*) FROM signature_workflows";
-    let failed = super::Error::query("counting workflows");
-    match store {
-        Store::Postgres(pg) => sqlx::query_scalar(SQL).fetch_one(pg.pool()).await,
-        Store::Sqlite(lite) => sqlx::query_scalar(SQL).fetch_one(lite.pool()).await,
-    }
-    .map_err(failed)
 }
 
 /// The ids of the workflows marked `timed_out` that carry a `timed_out_at`, sorted.

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
@@ -16,7 +16,7 @@ use crate::notify::{self, Channel, Digest, Message};
 use crate::policy::NoticeKind;
 use crate::policy::templates::TemplateContext;
 use crate::policy::{Policy, Timing};
-use crate::store::{ClaimedDelivery, Outcome, Store};
+use crate::store::{ClaimedDelivery, Failure, Outcome, Store};
 
 /// What happened to the deliveries a run held. Serialized flat into the run's summary line.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -135,7 +135,7 @@ impl<'a> Deliverer<'a> {
                 .recover(
                     kinds,
                     workflow_types,
-                    self.options.lease.as_secs_f64(),
+                    self.options.lease,
                     self.options.batch_size,
                 )
                 .await?;
@@ -173,9 +173,10 @@ impl<'a> Deliverer<'a> {
                 counts.skipped += 1;
                 outcomes.push((
                     delivery.log_id,
-                    Outcome::Failed {
-                        error: format!("not sent: the workflow is {}", delivery.workflow.status),
-                    },
+                    Outcome::Failed(Failure::unsent(
+                        WORKFLOW_MOVED_ON,
+                        format!("not sent: the workflow is {}", delivery.workflow.status),
+                    )),
                 ));
                 continue;
             }
@@ -183,9 +184,10 @@ impl<'a> Deliverer<'a> {
                 counts.failed += 1;
                 outcomes.push((
                     delivery.log_id,
-                    Outcome::Failed {
-                        error: format!("channel {} is no longer configured", delivery.channel),
-                    },
+                    Outcome::Failed(Failure::unsent(
+                        CHANNEL_NOT_CONFIGURED,
+                        format!("channel {} is no longer configured", delivery.channel),
+                    )),
                 ));
                 continue;
             };
@@ -209,7 +211,8 @@ impl<'a> Deliverer<'a> {
                 Ok(message) => message,
                 Err(error) => {
                     counts.failed += 1;
-                    outcomes.push((delivery.log_id, Outcome::Failed { error }));
+                    let failure = Failure::unsent(TEMPLATE_FAILED, error);
+                    outcomes.push((delivery.log_id, Outcome::Failed(failure)));
                     continue;
                 }
             };
@@ -300,19 +303,14 @@ impl<'a> Deliverer<'a> {
                 counts.retrying += 1;
                 tracing::warn!(workflow = %delivery.workflow, channel = %delivery.channel, reason = err.reason(), error = %err, "delivery failed, a later run retries it");
                 Outcome::Retry {
-                    error: format!("{}: {err}", err.reason()),
-                    after: err
-                        .retry_after()
-                        .unwrap_or(self.options.retry_later)
-                        .as_secs_f64(),
+                    after: err.retry_after().unwrap_or(self.options.retry_later),
+                    failure: failure(&err),
                 }
             }
             Err(err) => {
                 counts.failed += 1;
                 tracing::warn!(workflow = %delivery.workflow, channel = %delivery.channel, reason = err.reason(), error = %err, "delivery failed");
-                Outcome::Failed {
-                    error: format!("{}: {err}", err.reason()),
-                }
+                Outcome::Failed(failure(&err))
             }
         }
     }
@@ -376,11 +374,58 @@ impl<'a> Deliverer<'a> {
     }
 }
 
+/// Reason codes of failures no provider was asked about, beside `notify::Error::reason()`'s.
+const WORKFLOW_MOVED_ON: &str = "WorkflowMovedOn";
+const CHANNEL_NOT_CONFIGURED: &str = "ChannelNotConfigured";
+const TEMPLATE_FAILED: &str = "TemplateFailed";
+const LEASE_RUNNING_OUT: &str = "LeaseRunningOut";
+
+/// How a provider's error is logged: its reason code, whether the try went unanswered, and the
+/// text for a person (which starts with the reason, as it always has).
+fn failure(err: &notify::Error) -> Failure {
+    Failure {
+        reason: err.reason(),
+        unconfirmed: err.is_unconfirmed(),
+        error: format!("{}: {err}", err.reason()),
+    }
+}
+
 /// A claimed delivery whose lease could run out mid-send goes back for the next run.
 fn lease_ran_out(counts: &mut DeliveryCounts) -> Outcome {
     counts.retrying += 1;
     Outcome::Retry {
-        error: "not sent: the run's lease on it was running out".into(),
-        after: 0.0,
+        failure: Failure::unsent(
+            LEASE_RUNNING_OUT,
+            "not sent: the run's lease on it was running out",
+        ),
+        after: Duration::ZERO,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_provider_error_is_logged_with_its_reason_and_whether_it_went_unanswered() {
+        let unconfirmed = [
+            notify::Error::Timeout,
+            notify::Error::NoAnswer("reset".into()),
+        ];
+        let answered = [
+            notify::Error::from_status(503, None, "down"),
+            notify::Error::from_status(400, None, "bad address"),
+            notify::Error::Network("refused".into()),
+        ];
+        for (err, expected) in unconfirmed
+            .iter()
+            .map(|e| (e, true))
+            .chain(answered.iter().map(|e| (e, false)))
+        {
+            let failure = failure(err);
+            assert_eq!(failure.reason, err.reason());
+            assert_eq!(failure.unconfirmed, expected, "{err:?}");
+            assert!(failure.error.starts_with(err.reason()), "{failure:?}");
+        }
     }
 }

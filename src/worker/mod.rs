@@ -183,7 +183,7 @@ impl<'a> Run<'a> {
         let options = self.deliverer.options();
         let mut digests = Digests::default();
         let mut progress = Progress::new(options.progress_every);
-        let lease = options.lease.as_secs_f64();
+        let lease = options.lease;
 
         summary.due += self
             .deliverer

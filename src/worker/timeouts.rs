@@ -94,7 +94,7 @@ impl<'a> Timeouts<'a> {
                     query,
                     &mut cursor,
                     &self.channels,
-                    options.lease.as_secs_f64(),
+                    options.lease,
                     options.batch_size,
                 )
                 .await?;

@@ -1,9 +1,13 @@
-//! The store against a real PostgreSQL and a real SQLite, a fresh database per test.
+//! The store against a real PostgreSQL and a real SQLite, a fresh database per test: the due
+//! walk, claims, recovery and outcomes here; migrations and timeouts in their own files.
 
 use super::testing::{self, Backend, Seed, TestDatabase};
 use super::*;
 
 const HOUR: f64 = 3600.0;
+
+/// The lease of claims and recoveries.
+const LEASE: Duration = Duration::from_secs(600);
 
 /// Runs `$body(&Store)` once against each backend.
 macro_rules! on_both {
@@ -27,15 +31,11 @@ macro_rules! on_both {
 }
 
 on_both!(
-    migrations_are_idempotent,
-    the_schema_enforces_the_contract,
     candidates_are_what_is_due_by_time,
     a_walk_meets_each_due_workflow_once,
     a_claim_logs_each_channel_once,
     expired_leases_are_recovered,
     outcomes_are_recorded,
-    expired_workflows_time_out_once_with_their_alerts,
-    timeouts_without_channels_log_nothing,
 );
 
 fn hours(h: u64) -> std::time::Duration {
@@ -87,50 +87,6 @@ fn sorted(mut ids: Vec<Uuid>) -> Vec<Uuid> {
     ids.sort();
     ids
 }
-
-async fn migrations_are_idempotent(store: &Store) {
-    store.migrate().await.unwrap();
-    store.migrate().await.unwrap();
-    let applied = testing::execute(store, "UPDATE _sqlx_migrations SET success = success")
-        .await
-        .unwrap();
-    assert_eq!(applied, migrations(store), "each migration applied once");
-}
-
-async fn the_schema_enforces_the_contract(store: &Store) {
-    let mut bad = Seed::pending(HOUR);
-    bad.status = "waiting".into();
-    let err = testing::seed(store, &[bad]).await.unwrap_err();
-    assert!(err.to_string().contains("status_check"), "{err}");
-
-    let ok = Seed::pending(HOUR);
-    testing::seed(store, std::slice::from_ref(&ok))
-        .await
-        .unwrap();
-    let w = testing::workflow(store, ok.id).await.unwrap();
-    assert_eq!((w.status.as_str(), w.reminders_sent), ("pending", 0));
-    assert_eq!(
-        (w.last_reminded_at, w.expiry_warned_at, w.escalated_at),
-        (None, None, None)
-    );
-    let now = store.now().await.unwrap();
-    let age = (now - w.requested_at).num_seconds();
-    assert!((3599..=3601).contains(&age), "requested {age}s ago");
-
-    // The application may insert only its own columns; Signet's have defaults.
-    let minimal = "INSERT INTO signature_workflows (id, workflow_type, signer_email) \
-        VALUES ('6b1f5f2e-0000-4000-8000-000000000001', 't', 'a@example.com')";
-    testing::execute(store, minimal).await.unwrap();
-    let w = testing::workflow(
-        store,
-        "6b1f5f2e-0000-4000-8000-000000000001".parse().unwrap(),
-    )
-    .await
-    .unwrap();
-    assert_eq!((w.status.as_str(), w.reminders_sent), ("pending", 0));
-    assert!((store.now().await.unwrap() - w.requested_at).num_seconds() < 5);
-}
-
 async fn candidates_are_what_is_due_by_time(store: &Store) {
     let due = Seed::pending(24.0 * HOUR + 60.0);
     let early = Seed::pending(24.0 * HOUR - 60.0);
@@ -328,7 +284,7 @@ async fn a_walk_meets_each_due_workflow_once(store: &Store) {
         }
         let page: Vec<Uuid> = rows.iter().map(|w| w.id).collect();
         for kind in reminder_kinds() {
-            store.claim(kind, &page, &chans, &q, 600.0).await.unwrap();
+            store.claim(kind, &page, &chans, &q, LEASE).await.unwrap();
         }
         met.extend(page);
     }
@@ -356,7 +312,7 @@ async fn a_claim_logs_each_channel_once(store: &Store) {
             &[a.id, b.id, not_due.id],
             &chans,
             &q,
-            600.0,
+            LEASE,
         )
         .await
         .unwrap();
@@ -380,7 +336,7 @@ async fn a_claim_logs_each_channel_once(store: &Store) {
 
     // Claiming again finds nothing: the rows are no longer due.
     let again = store
-        .claim(NoticeKind::Reminder, &[a.id, b.id], &chans, &q, 600.0)
+        .claim(NoticeKind::Reminder, &[a.id, b.id], &chans, &q, LEASE)
         .await
         .unwrap();
     assert_eq!(again, vec![]);
@@ -403,13 +359,13 @@ async fn a_claim_logs_each_channel_once(store: &Store) {
         .unwrap();
     for kind in [NoticeKind::ExpiryWarning, NoticeKind::Escalation] {
         let first = store
-            .claim(kind, &[exhausted.id], &chans[..1], &q, 600.0)
+            .claim(kind, &[exhausted.id], &chans[..1], &q, LEASE)
             .await
             .unwrap();
         assert_eq!(first.len(), 1, "{kind:?}");
         assert_eq!(first[0].sequence, 1);
         let second = store
-            .claim(kind, &[exhausted.id], &chans[..1], &q, 600.0)
+            .claim(kind, &[exhausted.id], &chans[..1], &q, LEASE)
             .await
             .unwrap();
         assert_eq!(second, vec![], "{kind:?}");
@@ -432,14 +388,14 @@ async fn expired_leases_are_recovered(store: &Store) {
             &[a.id],
             &channels(&["mail"]),
             &q,
-            600.0,
+            LEASE,
         )
         .await
         .unwrap();
     assert_eq!(claimed.len(), 1);
     // Leased: nobody else takes it over.
     assert_eq!(
-        store.recover(&kinds, &[], 600.0, 100).await.unwrap(),
+        store.recover(&kinds, &[], LEASE, 100).await.unwrap(),
         vec![]
     );
 
@@ -447,12 +403,12 @@ async fn expired_leases_are_recovered(store: &Store) {
     // Workflow types filter recovery too.
     assert_eq!(
         store
-            .recover(&kinds, &["addendum".to_owned()], 600.0, 100)
+            .recover(&kinds, &["addendum".to_owned()], LEASE, 100)
             .await
             .unwrap(),
         vec![]
     );
-    let recovered = store.recover(&kinds, &[], 600.0, 100).await.unwrap();
+    let recovered = store.recover(&kinds, &[], LEASE, 100).await.unwrap();
     assert_eq!(recovered.len(), 1);
     let r = &recovered[0];
     assert_eq!(r.log_id, claimed[0].log_id);
@@ -464,7 +420,7 @@ async fn expired_leases_are_recovered(store: &Store) {
     assert_eq!(r.workflow.id, a.id);
     // The new lease holds.
     assert_eq!(
-        store.recover(&kinds, &[], 600.0, 100).await.unwrap(),
+        store.recover(&kinds, &[], LEASE, 100).await.unwrap(),
         vec![]
     );
 
@@ -473,14 +429,18 @@ async fn expired_leases_are_recovered(store: &Store) {
         .complete(&[(
             r.log_id,
             Outcome::Retry {
-                error: "503 from provider".into(),
-                after: 0.0,
+                failure: Failure {
+                    reason: "ProviderUnavailable",
+                    unconfirmed: false,
+                    error: "ProviderUnavailable: 503 from provider".into(),
+                },
+                after: Duration::ZERO,
             },
         )])
         .await
         .unwrap();
     testing::expire_leases(store).await.unwrap();
-    let retried = store.recover(&kinds, &[], 600.0, 100).await.unwrap();
+    let retried = store.recover(&kinds, &[], LEASE, 100).await.unwrap();
     assert_eq!(retried.len(), 1);
     assert_eq!(
         (retried[0].attempts, retried[0].possible_duplicate),
@@ -489,29 +449,29 @@ async fn expired_leases_are_recovered(store: &Store) {
     // A try that got no answer (timed out, or the connection failed after sending) may have
     // been accepted: a possible duplicate.
     let mut log_id = retried[0].log_id;
-    for (attempts, error) in [
-        (4, "ProviderTimeout: the provider did not answer in time"),
-        (
-            5,
-            "ProviderNoAnswer: the connection to the provider failed before an answer: reset",
-        ),
-    ] {
+    for (attempts, reason) in [(4, "ProviderTimeout"), (5, "ProviderNoAnswer")] {
+        // The flag decides, not the text.
+        let error = "no answer";
         store
             .complete(&[(
                 log_id,
                 Outcome::Retry {
-                    error: error.into(),
-                    after: 0.0,
+                    failure: Failure {
+                        reason,
+                        unconfirmed: true,
+                        error: error.into(),
+                    },
+                    after: Duration::ZERO,
                 },
             )])
             .await
             .unwrap();
         testing::expire_leases(store).await.unwrap();
-        let retried = store.recover(&kinds, &[], 600.0, 100).await.unwrap();
+        let retried = store.recover(&kinds, &[], LEASE, 100).await.unwrap();
         assert_eq!(
             (retried[0].attempts, retried[0].possible_duplicate),
             (attempts, true),
-            "{error}"
+            "{reason}"
         );
         log_id = retried[0].log_id;
     }
@@ -519,7 +479,7 @@ async fn expired_leases_are_recovered(store: &Store) {
     testing::expire_leases(store).await.unwrap();
     assert_eq!(
         store
-            .recover(&[NoticeKind::TimeoutAlert], &[], 600.0, 100)
+            .recover(&[NoticeKind::TimeoutAlert], &[], LEASE, 100)
             .await
             .unwrap(),
         vec![]
@@ -540,7 +500,7 @@ async fn outcomes_are_recorded(store: &Store) {
             &ids,
             &channels(&["mail"]),
             &query(),
-            600.0,
+            LEASE,
         )
         .await
         .unwrap();
@@ -555,15 +515,17 @@ async fn outcomes_are_recorded(store: &Store) {
             ),
             (
                 by_workflow(ids[1]),
-                Outcome::Failed {
-                    error: "400 bad address".into(),
-                },
+                Outcome::Failed(Failure::unsent("ProviderRejected", "400 bad address")),
             ),
             (
                 by_workflow(ids[2]),
                 Outcome::Retry {
-                    error: "timeout".into(),
-                    after: 300.0,
+                    failure: Failure {
+                        reason: "ProviderTimeout",
+                        unconfirmed: true,
+                        error: "timeout".into(),
+                    },
+                    after: Duration::from_secs(300),
                 },
             ),
         ])
@@ -587,10 +549,19 @@ async fn outcomes_are_recorded(store: &Store) {
         (row(ids[2]).state, row(ids[2]).error),
         ("pending".into(), Some("timeout".into()))
     );
+    // The reason and the flag are columns of their own.
+    assert_eq!(
+        [ids[0], ids[1], ids[2]].map(|id| (row(id).reason, row(id).unconfirmed)),
+        [
+            (None, false),
+            (Some("ProviderRejected".into()), false),
+            (Some("ProviderTimeout".into()), true),
+        ]
+    );
     // The retry waits its turn; finished rows are never reopened.
     assert_eq!(
         store
-            .recover(&reminder_kinds(), &[], 600.0, 100)
+            .recover(&reminder_kinds(), &[], LEASE, 100)
             .await
             .unwrap(),
         vec![]
@@ -598,9 +569,7 @@ async fn outcomes_are_recorded(store: &Store) {
     store
         .complete(&[(
             by_workflow(ids[0]),
-            Outcome::Failed {
-                error: "late".into(),
-            },
+            Outcome::Failed(Failure::unsent("ProviderRejected", "late")),
         )])
         .await
         .unwrap();
@@ -613,63 +582,8 @@ async fn outcomes_are_recorded(store: &Store) {
     );
 }
 
-#[tokio::test]
-async fn postgres_concurrent_migrations_apply_once() {
-    let Some(db) = TestDatabase::postgres().await else {
-        return;
-    };
-    let (a, b) = (
-        db.connect(None).await.unwrap(),
-        db.connect(None).await.unwrap(),
-    );
-    let (ra, rb) = tokio::join!(a.migrate(), b.migrate());
-    ra.unwrap();
-    rb.unwrap();
-    assert_eq!(
-        testing::execute(&a, "UPDATE _sqlx_migrations SET success = success")
-            .await
-            .unwrap(),
-        migrations(&a)
-    );
-    a.close().await;
-    b.close().await;
-}
-
-#[tokio::test]
-async fn postgres_schema_is_created_and_used() {
-    let Some(db) = TestDatabase::postgres().await else {
-        return;
-    };
-    let tenant = db.connect(Some("tenant_a")).await.unwrap();
-    tenant.migrate().await.unwrap();
-    tenant.migrate().await.unwrap();
-    let Store::Postgres(pg) = &tenant else {
-        unreachable!()
-    };
-    let tables: Vec<String> = sqlx::query_scalar(
-        "SELECT table_schema || '.' || table_name FROM information_schema.tables \
-         WHERE table_name IN ('signature_workflows', 'signature_reminder_log', '_sqlx_migrations') \
-         ORDER BY 1",
-    )
-    .fetch_all(pg.pool())
-    .await
-    .unwrap();
-    assert_eq!(
-        tables,
-        [
-            "tenant_a._sqlx_migrations",
-            "tenant_a.signature_reminder_log",
-            "tenant_a.signature_workflows"
-        ]
-    );
-    let seed = Seed::pending(25.0 * HOUR);
-    testing::seed(&tenant, std::slice::from_ref(&seed))
-        .await
-        .unwrap();
-    assert_eq!(ids(&tenant, &query()).await, vec![seed.id]);
-    tenant.close().await;
-}
-
+/// Log rows written before the `reason` and `unconfirmed` columns existed get them from the
+/// reason their error text starts with.
 #[tokio::test]
 async fn postgres_concurrent_claims_never_share_a_delivery() {
     let Some((_db, store)) = TestDatabase::new(Backend::Postgres).await else {
@@ -687,7 +601,7 @@ async fn postgres_concurrent_claims_never_share_a_delivery() {
             for chunk in ids.chunks(20) {
                 claimed.extend(
                     store
-                        .claim(NoticeKind::Reminder, chunk, &chans, &q, 600.0)
+                        .claim(NoticeKind::Reminder, chunk, &chans, &q, LEASE)
                         .await
                         .unwrap(),
                 );
@@ -714,185 +628,5 @@ async fn postgres_concurrent_claims_never_share_a_delivery() {
     store.close().await;
 }
 
-fn timeout_query() -> TimeoutQuery {
-    TimeoutQuery {
-        workflow_types: vec!["enrollment-agreement".into()],
-        timeout_after: hours(14 * 24),
-    }
-}
-
-/// Times out everything expired, in chunks of `limit`, from both deadline sources.
-async fn time_out_all(store: &Store, channels: &[String], limit: i64) -> TimedOut {
-    let mut all = TimedOut::default();
-    let mut cursor = TimeoutCursor::default();
-    loop {
-        let chunk = store
-            .time_out(&timeout_query(), &mut cursor, channels, 900.0, limit)
-            .await
-            .unwrap();
-        assert!(chunk.workflows.len() as i64 <= limit);
-        if chunk.workflows.is_empty() {
-            break;
-        }
-        all.workflows.extend(chunk.workflows);
-        all.alerts.extend(chunk.alerts);
-    }
-    all
-}
-
-async fn expired_workflows_time_out_once_with_their_alerts(store: &Store) {
-    let day = 24.0 * HOUR;
-    let past_policy_deadline = Seed::pending(15.0 * day);
-    let just_past = Seed::pending(14.0 * day + 5.0);
-    let not_yet = Seed::pending(14.0 * day - 60.0);
-    let row_deadline_passed = Seed {
-        deadline_in: Some(-1.0),
-        ..Seed::pending(HOUR)
-    };
-    // deadline_at overrides requested_at + timeout.after in both directions.
-    let row_deadline_later = Seed {
-        deadline_in: Some(HOUR),
-        ..Seed::pending(30.0 * day)
-    };
-    let signed = Seed {
-        status: "signed".into(),
-        ..Seed::pending(30.0 * day)
-    };
-    let cancelled_row_deadline = Seed {
-        status: "cancelled".into(),
-        deadline_in: Some(-day),
-        ..Seed::pending(30.0 * day)
-    };
-    let other_type = Seed {
-        workflow_type: "nda".into(),
-        ..Seed::pending(30.0 * day)
-    };
-    testing::seed(
-        store,
-        &[
-            past_policy_deadline.clone(),
-            just_past.clone(),
-            not_yet.clone(),
-            row_deadline_passed.clone(),
-            row_deadline_later.clone(),
-            signed.clone(),
-            cancelled_row_deadline.clone(),
-            other_type.clone(),
-        ],
-    )
-    .await
-    .unwrap();
-
-    let ops = channels(&["ops", "hook"]);
-    let done = time_out_all(store, &ops, 2).await;
-    let expected = sorted(vec![
-        past_policy_deadline.id,
-        just_past.id,
-        row_deadline_passed.id,
-    ]);
-    let mut ids: Vec<Uuid> = done.workflows.iter().map(|w| w.id).collect();
-    ids.sort();
-    assert_eq!(ids, expected);
-    assert!(done.workflows.iter().all(|w| w.status == "timed_out"));
-    assert_eq!(testing::timed_out(store).await.unwrap(), expected);
-    for untouched in [
-        &not_yet,
-        &row_deadline_later,
-        &signed,
-        &cancelled_row_deadline,
-        &other_type,
-    ] {
-        let row = testing::workflow(store, untouched.id).await.unwrap();
-        assert_eq!(row.status, untouched.status, "{untouched:?}");
-    }
-
-    // One pending alert per workflow and channel, held by this run, with a stable key.
-    assert_eq!(done.alerts.len(), 6);
-    for alert in &done.alerts {
-        assert_eq!(alert.kind, NoticeKind::TimeoutAlert);
-        assert_eq!((alert.sequence, alert.attempts), (1, 1));
-        assert_eq!(alert.workflow.status, "timed_out");
-        assert_eq!(
-            alert.idempotency_key,
-            idempotency_key(
-                alert.workflow.id,
-                NoticeKind::TimeoutAlert,
-                1,
-                &alert.channel
-            )
-        );
-    }
-    let logged = testing::log_rows(store).await.unwrap();
-    assert_eq!(logged.len(), 6);
-    assert!(
-        logged
-            .iter()
-            .all(|r| r.kind == "timeout_alert" && r.state == "pending")
-    );
-
-    // Exactly once: a second pass finds nothing and logs nothing.
-    assert_eq!(time_out_all(store, &ops, 2).await, TimedOut::default());
-    assert_eq!(testing::log_rows(store).await.unwrap().len(), 6);
-
-    // The not-yet row crosses its deadline later and is then taken alone.
-    testing::time_passes(store, 120.0).await.unwrap();
-    let later = time_out_all(store, &ops, 10).await;
-    let later_ids: Vec<Uuid> = later.workflows.iter().map(|w| w.id).collect();
-    assert_eq!(later_ids, vec![not_yet.id]);
-    // Timed-out rows are no longer candidates for reminders.
-    assert!(ids_due(store).await.iter().all(|id| !expected.contains(id)));
-}
-
-async fn ids_due(store: &Store) -> Vec<Uuid> {
-    ids(store, &query()).await
-}
-
-async fn timeouts_without_channels_log_nothing(store: &Store) {
-    let expired = Seed::pending(15.0 * 24.0 * HOUR);
-    testing::seed(store, std::slice::from_ref(&expired))
-        .await
-        .unwrap();
-    let done = time_out_all(store, &[], 100).await;
-    assert_eq!(done.workflows.len(), 1);
-    assert!(done.alerts.is_empty());
-    assert!(testing::log_rows(store).await.unwrap().is_empty());
-    assert_eq!(testing::timed_out(store).await.unwrap(), vec![expired.id]);
-}
-
-#[tokio::test]
-async fn postgres_concurrent_timeouts_take_each_workflow_once() {
-    let Some((db, store)) = TestDatabase::new(Backend::Postgres).await else {
-        return;
-    };
-    let seeds: Vec<Seed> = (0..400)
-        .map(|i| Seed {
-            deadline_in: (i % 2 == 0).then_some(-60.0),
-            ..Seed::pending(15.0 * 24.0 * HOUR)
-        })
-        .collect();
-    testing::seed(&store, &seeds).await.unwrap();
-    let ops = channels(&["ops"]);
-    let mut workers = Vec::new();
-    for _ in 0..4 {
-        let store = db.connect(None).await.unwrap();
-        let ops = ops.clone();
-        workers.push(tokio::spawn(async move {
-            let done = time_out_all(&store, &ops, 7).await;
-            store.close().await;
-            done
-        }));
-    }
-    let mut ids = Vec::new();
-    let mut alerts = 0;
-    for worker in workers {
-        let done = worker.await.unwrap();
-        alerts += done.alerts.len();
-        ids.extend(done.workflows.into_iter().map(|w| w.id));
-    }
-    let total = ids.len();
-    ids.sort();
-    ids.dedup();
-    assert_eq!((total, ids.len(), alerts), (400, 400, 400));
-    assert_eq!(testing::log_rows(&store).await.unwrap().len(), 400);
-    store.close().await;
-}
+mod migrations;
+mod timeouts;
