@@ -156,9 +156,21 @@ impl Schedule {
 
     /// (shortest, longest) gap between consecutive fire times.
     fn period_extremes(&self, from: &Zoned) -> Option<(Duration, Duration)> {
+        self.period_scan(from).0
+    }
+
+    /// [`Schedule::period_extremes`], and how many steps the scan took (at most
+    /// [`PERIOD_MAX_STEPS`]; a day of firings with no offset change is one step).
+    fn period_scan(&self, from: &Zoned) -> (Option<(Duration, Duration)>, usize) {
         if let Some(interval) = self.every {
-            return Some((interval, interval));
+            return (Some((interval, interval)), 0);
         }
+        let mut steps = 0;
+        let extremes = self.scan_extremes(from, &mut steps);
+        (extremes, steps)
+    }
+
+    fn scan_extremes(&self, from: &Zoned, steps: &mut usize) -> Option<(Duration, Duration)> {
         // Minutes of the day at which a matching day fires, ascending.
         let times: Vec<i16> = (0..24u8)
             .filter(|hour| has(self.hour, u32::from(*hour)))
@@ -182,6 +194,7 @@ impl Schedule {
         let mut extremes = None;
         let mut current = self.next_instant(from.timestamp(), tz)?;
         for _ in 0..PERIOD_MAX_STEPS {
+            *steps += 1;
             let wall = tz.to_datetime(current);
             let day = wall.date();
             let at = |m: i16| {
