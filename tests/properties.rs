@@ -365,8 +365,14 @@ proptest! {
     ) {
         let end = if closed { " }}" } else { "" };
         let source = format!("{{{{ {}signer_name{end}", level.repeat(depth));
-        if let Err(message) = templates::check(&source) {
-            prop_assert!(!message.is_empty());
+        // What the guard counts: the tag's characters besides spaces (there are no strings).
+        let significant = depth * level.replace(' ', "").len() + "signer_name".len();
+        let too_long = "a tag may hold at most 256 characters";
+        match templates::check(&source) {
+            Err(message) if significant > 256 => prop_assert!(message.contains(too_long), "{}", message),
+            Ok(()) if significant > 256 => prop_assert!(false, "{} significant characters accepted", significant),
+            Err(message) => prop_assert!(!message.contains(too_long) && !message.is_empty(), "{}", message),
+            Ok(()) => {}
         }
     }
 }
