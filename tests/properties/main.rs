@@ -17,12 +17,14 @@ use signet::duration::Duration;
 use signet::policy::{templates, validate};
 use signet::schedule::{Schedule, ScheduleError};
 
+mod cron_oracle;
+
 /// Compiled once: compiling the schema and its CEL rules is the slow part of admission.
 static ADMISSION: LazyLock<Admission> = LazyLock::new(Admission::new);
 
 /// `examples/full.yaml`, which sets every field, as the admission input.
 static FULL: LazyLock<Value> = LazyLock::new(|| {
-    let text = include_str!("../examples/full.yaml");
+    let text = include_str!("../../examples/full.yaml");
     serde_saphyr::from_str(text).expect("examples/full.yaml is YAML")
 });
 
@@ -241,7 +243,36 @@ proptest! {
             return Ok(());
         }
         let schedule = schedule.map_err(|e| TestCaseError::fail(format!("{spec:?}: {e}")))?;
-        check_fire_times(&schedule, at, tz)?;
+        check_fire_times(&schedule, at, tz.clone())?;
+
+        // The fire time is the one an independent reading of the schedule gives.
+        let reading = cron_oracle::read(&spec).expect("accepted, so Go's interval is not zero");
+        let local = at.to_zoned(tz.clone());
+        let next = within(StdDuration::from_secs(20), move || schedule.next_after(&local))
+            .map(|z| z.timestamp());
+        match reading {
+            cron_oracle::Reading::Every(interval) => {
+                let from = Timestamp::from_second(at.as_second()).unwrap();
+                prop_assert_eq!(next, Some(from + interval), "{:?} after {}", spec, at);
+            }
+            cron_oracle::Reading::Fields(fields) => match next {
+                None => prop_assert!(
+                    !fields.fires_outside_leap_days(),
+                    "{:?} never fires after {} in {:?}", spec, at, tz.iana_name()
+                ),
+                Some(next) => {
+                    let wall = tz.to_datetime(next);
+                    prop_assert!(fields.matches(wall), "{:?} fired at {} ({})", spec, next, wall);
+                    // The first match: every instant in between, brute force (bounded).
+                    if next.duration_since(at) <= jiff::SignedDuration::from_hours(400 * 24) {
+                        prop_assert_eq!(
+                            fields.first_after(at, &tz, next), Some(next),
+                            "{:?} after {} in {:?}", spec, at, tz.iana_name()
+                        );
+                    }
+                }
+            },
+        }
     }
 }
 
