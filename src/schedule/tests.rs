@@ -343,7 +343,11 @@ fn period_scan_stays_cheap() {
         // The repeated hour at the end of October fires once: 02:59 CEST to 03:00 CET.
         ("* * * * *", Some((minutes(1), minutes(61))), 3_300),
         // January 2026, then January 2027 inside the horizon.
-        ("*/5 * * 1 *", Some((minutes(5), days(334) + minutes(5))), 70),
+        (
+            "*/5 * * 1 *",
+            Some((minutes(5), days(334) + minutes(5))),
+            70,
+        ),
         // The 13th or a Friday: at most Friday 23:59 to the next Friday, plus the hour the end
         // of summer time adds.
         ("* * 13 * 5", Some((minutes(1), days(6) + minutes(61))), 80),
@@ -354,7 +358,10 @@ fn period_scan_stays_cheap() {
     for (spec, periods, most_steps) in cases {
         let (found, steps) = sched(spec).period_scan(&from);
         assert_eq!(found, periods, "{spec}");
-        assert!(steps <= most_steps, "{spec}: {steps} steps, expected at most {most_steps}");
+        assert!(
+            steps <= most_steps,
+            "{spec}: {steps} steps, expected at most {most_steps}"
+        );
     }
 }
 

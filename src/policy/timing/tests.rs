@@ -525,14 +525,35 @@ fn signer_zone_across_dst_through_assess() {
     );
 }
 
+/// Whether local wall time `wall` lies in the window from `start` to `end` (minutes after
+/// midnight) on `days`, read from the policy reference rather than from [`Window`]: a window
+/// whose end is earlier than its start spans midnight and belongs to the day it opens on.
+fn open_by_the_docs(start: i32, end: i32, days: &[Weekday], wall: jiff::civil::DateTime) -> bool {
+    let minute = i32::from(wall.hour()) * 60 + i32::from(wall.minute());
+    let on = |date: jiff::civil::Date| days.contains(&Weekday::from_jiff(date.weekday()));
+    if start < end {
+        on(wall.date()) && start <= minute && minute < end
+    } else {
+        (on(wall.date()) && minute >= start)
+            || (on(wall.date().yesterday().unwrap()) && minute < end)
+    }
+}
+
 #[test]
 fn next_open_is_always_inside_the_window_and_after_now() {
-    // Every half hour over a year, in zones with and without DST, for several windows.
-    let windows = [
-        Window::new(8 * 60, 20 * 60, &[Mon, Tue, Wed, Thu, Fri]),
-        Window::new(22 * 60, 6 * 60, &[Sat, Sun]),
-        Window::new(2 * 60 + 15, 2 * 60 + 45, &Weekday::all()),
-        Window::new(0, 30, &[Wed]),
+    // Every half hour over a year, in zones with and without DST, for several windows. Openings
+    // are checked against a scan of the wall clock, quarter hour by quarter hour: the windows
+    // start on quarter hours and these zones' offsets and transitions fall on quarter hours, so
+    // a window cannot open between two steps of the scan.
+    let windows: [(i32, i32, &[Weekday]); 4] = [
+        (8 * 60, 20 * 60, &[Mon, Tue, Wed, Thu, Fri]),
+        (22 * 60, 6 * 60, &[Sat, Sun]),
+        (
+            2 * 60 + 15,
+            2 * 60 + 45,
+            &[Mon, Tue, Wed, Thu, Fri, Sat, Sun],
+        ),
+        (0, 30, &[Wed]),
     ];
     let zones = [
         zone("Europe/Berlin"),
@@ -541,31 +562,61 @@ fn next_open_is_always_inside_the_window_and_after_now() {
         TimeZone::UTC,
     ];
     let start = at("2026-01-01T00:00:00Z");
+    let quarter = minutes(15);
+    let mut scanned = 0;
     for zone in &zones {
         let name = time::zone_name(zone);
-        for window in &windows {
+        for &(open, close, days_open) in &windows {
+            assert_eq!((open % 15, close % 15), (0, 0));
+            let window = Window::new(open as u32, close as u32, days_open);
+            let is_open =
+                |t: Timestamp| open_by_the_docs(open, close, days_open, zone.to_datetime(t));
             let mut now = start;
+            let mut sample = 0;
             while now < start + days(366) {
-                match window.readiness(now, zone) {
-                    Readiness::Now => {}
-                    Readiness::HeldUntil(until) => {
-                        let until = from_chrono(until.unwrap_or_else(|| {
+                let readiness = window.readiness(now, zone);
+                assert_eq!(
+                    readiness == Readiness::Now,
+                    is_open(now),
+                    "{window:?} at {now} in {name}"
+                );
+                if let Readiness::HeldUntil(until) = readiness {
+                    let until =
+                        from_chrono(until.unwrap_or_else(|| {
                             panic!("{window:?} never opens after {now} in {name}")
                         }));
-                        assert!(until > now);
-                        assert!(window.contains(zone.to_datetime(until)));
-                        // Nothing earlier was open.
-                        let before = until - minutes(1);
-                        assert!(
-                            before <= now || !window.contains(zone.to_datetime(before)),
-                            "{window:?} in {name}: {now} -> {until}"
+                    assert!(
+                        until > now && is_open(until),
+                        "{window:?} in {name}: {now} -> {until}"
+                    );
+                    assert!(
+                        !is_open(until - minutes(1)),
+                        "{window:?} in {name}: {now} -> {until}"
+                    );
+                    // Every 29th sample (14.5 hours apart, so every half hour of the day in turn): no
+                    // quarter hour between now and the opening is open.
+                    if sample % 29 == 0 {
+                        let mut t = now + quarter;
+                        while t < until {
+                            assert!(
+                                !is_open(t),
+                                "{window:?} in {name}: open at {t}, before {until}"
+                            );
+                            t += quarter;
+                            scanned += 1;
+                        }
+                        assert_eq!(
+                            t, until,
+                            "{window:?} in {name}: opens off the quarter hours"
                         );
                     }
                 }
+                sample += 1;
                 now += minutes(30);
             }
         }
     }
+    assert!(scanned > 10_000, "the scan ran ({scanned} quarter hours)");
 }
 
 #[test]
