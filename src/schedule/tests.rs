@@ -339,7 +339,8 @@ fn period_scan_stays_cheap() {
     let from = berlin(2026, 1, 1, 0, 0);
     let minutes = |m: u64| Duration::from_secs(60 * m);
     let days = |d: u64| minutes(24 * 60 * d);
-    let cases: [(&str, Option<(Duration, Duration)>, usize); 5] = [
+    type Periods = Option<(Duration, Duration)>;
+    let cases: [(&str, Periods, usize); 5] = [
         // The repeated hour at the end of October fires once: 02:59 CEST to 03:00 CET.
         ("* * * * *", Some((minutes(1), minutes(61))), 3_300),
         // January 2026, then January 2027 inside the horizon.
