@@ -37,6 +37,8 @@ pub const SENDGRID_DEFAULT_ENDPOINT: &str = "https://api.sendgrid.com/v3/mail/se
 pub const FIELD_MANAGER: &str = "signet-controller";
 /// Name the controller reports in Events.
 pub const EVENT_REPORTER: &str = "signet-controller";
+/// `application_name` of the workers' PostgreSQL connections (`pg_stat_activity` shows it).
+pub const DATABASE_APPLICATION_NAME: &str = "signet";
 /// Annotation asking the controller to start a run now: `reminders` or `timeouts`.
 pub const ANNOTATION_RUN_NOW: &str = "signet.dev/run-now";
 /// Annotation `kubectl create job --from=cronjob/...` also sets; marks manual runs.

@@ -11,6 +11,7 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use harness::{CHANNELS, Ended, Faults, Prng, Proc, Sink, Worker};
+use signet::constants::DATABASE_APPLICATION_NAME;
 use signet::store::Store;
 use signet::store::testing::{self, Backend, Seed, TestDatabase};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -127,21 +128,7 @@ impl World {
     /// to do; at most six.
     async fn converge(&mut self, sink: &Sink) -> usize {
         sink.set_faults(Faults::default());
-        // A killed worker's last statement may still be running on the server (a claim can
-        // commit after its client died): wait for it to end before expiring leases. (This
-        // test's own store connects as `signet` too, but is idle here.)
-        for _ in 0..500 {
-            let left = self
-                .count(
-                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'signet' \
-                     AND datname = current_database() AND state <> 'idle'",
-                )
-                .await;
-            if left == 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        self.settle().await;
         for round in 1..=6 {
             testing::expire_leases(&self.store).await.unwrap();
             let run = self.run(sink, &["--batch-size", "50"], || false).await;
@@ -157,6 +144,33 @@ impl World {
             }
         }
         panic!("{}: clean runs did not converge in 6 rounds", self.label);
+    }
+
+    /// Waits for a killed worker's last statement to end on the server (a claim can commit
+    /// after its client died), so that what the database shows is final. (This test's own
+    /// store connects under the workers' name too, but is idle here.)
+    async fn settle(&self) {
+        for _ in 0..500 {
+            let left = self
+                .count_with(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 \
+                     AND datname = current_database() AND state <> 'idle'",
+                    DATABASE_APPLICATION_NAME,
+                )
+                .await;
+            if left == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn count_with(&self, sql: &'static str, name: &str) -> i64 {
+        sqlx::query_scalar::<_, i64>(sql)
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
     }
 
     async fn count(&self, sql: &str) -> i64 {
@@ -339,8 +353,11 @@ struct Figures {
     exit_1: usize,
 }
 
-/// What a kill interrupted, read from the database and the sink before anything recovers.
-async fn classify(world: &World, sink: &Sink) -> (&'static str, String) {
+/// What a kill interrupted, read from the database and the sink before anything recovers, and
+/// how many deliveries it left without an outcome (what recovery may count as possible
+/// duplicates: never sent, in flight, or sent and unrecorded).
+async fn classify(world: &World, sink: &Sink) -> (&'static str, String, u64) {
+    world.settle().await;
     let rows = testing::log_rows(&world.store).await.unwrap();
     let hits = sink.hits();
     let answered: BTreeSet<&str> = hits
@@ -385,7 +402,12 @@ async fn classify(world: &World, sink: &Sink) -> (&'static str, String) {
          pending(sent, unrecorded)={unrecorded} pending(retry)={retry}",
         rows.len()
     );
-    (phase, detail)
+    let unconfirmed_retries = rows
+        .iter()
+        .filter(|r| r.state == "pending" && r.error.is_some() && r.unconfirmed)
+        .count();
+    let unfinished = (unsent + mid_send + unrecorded + unconfirmed_retries) as u64;
+    (phase, detail, unfinished)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -436,7 +458,7 @@ async fn killed_at_random_points_nothing_is_lost_and_duplicates_are_counted() {
             )
             .await;
         let killed = world.runs[run].killed();
-        let (phase, detail) = classify(&world, &sink).await;
+        let (phase, detail, unfinished) = classify(&world, &sink).await;
         *phases.entry(phase).or_default() += 1;
         println!(
             "[{label}] injected: {due} due workflows x 2 channels, batch {batch}, concurrency \
@@ -455,6 +477,14 @@ async fn killed_at_random_points_nothing_is_lost_and_duplicates_are_counted() {
         let rounds = world.converge(&sink).await;
         let figures = world.check(&sink).await;
         println!("[{label}] converged after {rounds} clean run(s)");
+        // The converging runs meet no sink fault, so every possible duplicate they count is a
+        // delivery the kill left without an outcome: an inflated count fails here.
+        assert!(
+            figures.possible_duplicates <= unfinished,
+            "{label}: {} possibleDuplicates, but the kill left only {unfinished} deliveries \
+             without an outcome",
+            figures.possible_duplicates
+        );
         totals.0 += figures.sink_extra;
         totals.1 += figures.possible_duplicates;
         world.close().await;
@@ -463,6 +493,12 @@ async fn killed_at_random_points_nothing_is_lost_and_duplicates_are_counted() {
         "[kill] all seeds: sink requests beyond one per key {}, possibleDuplicates {}; kills \
          landed {phases:?}",
         totals.0, totals.1
+    );
+    // Half the kills wait for the sink to have seen requests, so some land with sends in
+    // flight; that is the phase where a duplicate can arise.
+    assert!(
+        phases.get("mid-send").is_some_and(|n| *n > 0),
+        "kills landed {phases:?}"
     );
 }
 
@@ -528,19 +564,28 @@ async fn database_connection_cut_mid_batch() {
         });
         let label = format!("db cut seed={seed} {}", worker.command());
         let mut world = World::new(&label, worker, 200, 0).await;
+        // The worker's connections are the ones opened after it started (this test's own
+        // store connects under the same name, earlier).
+        let spawned_at: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT now()")
+            .fetch_one(&world.pool)
+            .await
+            .unwrap();
         let proc = world.spawn(&sink, &["--batch-size", "10", "--concurrency", "2"]);
         let cut_after = Duration::from_millis(200 + rng.below(600));
         let waiting = tokio::spawn(proc.wait());
         tokio::time::sleep(cut_after).await;
         let (mut cuts, mut terminated) = (0, 0);
         while !waiting.is_finished() && cuts < 200 {
-            terminated += world
-                .count(
-                    "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) \
-                     FROM pg_stat_activity WHERE application_name = 'signet' \
-                     AND datname = current_database()) t",
-                )
-                .await;
+            terminated += sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) \
+                 FROM pg_stat_activity WHERE application_name = $1 \
+                 AND datname = current_database() AND backend_start > $2) t",
+            )
+            .bind(DATABASE_APPLICATION_NAME)
+            .bind(spawned_at)
+            .fetch_one(&world.pool)
+            .await
+            .unwrap();
             cuts += 1;
             if !repeat {
                 break;
@@ -549,15 +594,21 @@ async fn database_connection_cut_mid_batch() {
         }
         let ended = waiting.await.unwrap();
         let code = ended.status.code();
-        assert!(
-            matches!(code, Some(0 | 1)),
-            "{label}: exit 0 or 1: {ended:?}"
-        );
+        assert!(terminated > 0, "{label}: no worker connection was cut");
+        if repeat {
+            // Cut every 30ms until it ends, the run cannot complete: it must fail, loudly.
+            assert_eq!(code, Some(1), "{label}: {ended:?}");
+        } else {
+            assert!(
+                matches!(code, Some(0 | 1)),
+                "{label}: exit 0 or 1: {ended:?}"
+            );
+        }
         println!(
             "[{label}] injected: {cuts} cut(s) from {cut_after:?} on, pg_terminate_backend on \
              {terminated} connection(s); the run exited {code:?} ({}); it left {:?}",
             ended.summary.as_ref().unwrap()["outcome"],
-            classify(&world, &sink).await
+            classify(&world, &sink).await.1
         );
         world.runs.push(ended);
         world.converge(&sink).await;
@@ -605,6 +656,21 @@ async fn sink_faults_are_retried_and_poison_rows_fail_alone() {
     let figures = world.check(&sink).await;
     assert_eq!(figures.failed, (world.poison.len() * CHANNELS.len()) as i64);
     let injected = sink.injected();
+    // Only a try that got no answer can be a possible duplicate: the slow answers and the
+    // closed connections bound the count from above (the lower bound is in check()).
+    let unanswered = injected
+        .get("202 slower than the client timeout")
+        .copied()
+        .unwrap_or(0)
+        + injected
+            .get("202 then the connection closed unanswered")
+            .copied()
+            .unwrap_or(0);
+    assert!(
+        figures.possible_duplicates <= unanswered,
+        "{label}: {} possibleDuplicates for {unanswered} unanswered tries",
+        figures.possible_duplicates
+    );
     for what in [
         "429 Retry-After seconds",
         "429 Retry-After date",

@@ -95,7 +95,7 @@ impl PgStore {
     pub(super) async fn connect(url: &str, options: &ConnectOptions) -> Result<Self> {
         let mut connect = PgConnectOptions::from_str(url)
             .map_err(|e| Error::Config(format!("the database URL is not valid: {e}")))?
-            .application_name("signet");
+            .application_name(crate::constants::DATABASE_APPLICATION_NAME);
         if let Some(schema) = &options.schema {
             connect = connect.options([("search_path", schema.as_str())]);
         }
