@@ -41,6 +41,9 @@ pub const EVENT_REPORTER: &str = "signet-controller";
 pub const DATABASE_APPLICATION_NAME: &str = "signet";
 /// Annotation asking the controller to start a run now: `reminders` or `timeouts`.
 pub const ANNOTATION_RUN_NOW: &str = "signet.dev/run-now";
+/// Annotation the controller stamps on every object it applies: a hash of the desired object,
+/// so the watched copy says whether it is still in place without a read.
+pub const ANNOTATION_DESIRED_HASH: &str = "signet.dev/desired-hash";
 /// Annotation `kubectl create job --from=cronjob/...` also sets; marks manual runs.
 pub const ANNOTATION_INSTANTIATE: &str = "cronjob.kubernetes.io/instantiate";
 /// Label naming the part of Signet an object belongs to (`reminders`, `timeouts`, `worker`).

@@ -4,9 +4,9 @@
 use k8s_openapi::api::batch::v1::CronJob;
 use signet::admission::Admission;
 use signet::controller::build::{Desired, WorkerSettings, desired};
-use signet::controller::names::Section;
 use signet::crd::SignaturePolicy;
 use signet::manifests::parse_documents;
+use signet::policy::Section;
 use signet::policy::ValidPolicy;
 
 fn settings() -> WorkerSettings {

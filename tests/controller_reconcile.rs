@@ -1,359 +1,32 @@
-//! Reconciles against a scripted Kubernetes API (tower-test): each test lists the requests the
-//! controller must make, in order, with the parts of their bodies that matter, and the answers
-//! the "API server" gives. Anything else the controller sends fails the test.
+//! Reconciles against a scripted Kubernetes API (`common/scripted_api.rs`): each test lists the
+//! requests the controller must make, in order, with the parts of their bodies that matter, and
+//! the answers the "API server" gives. Anything else the controller sends fails the test.
+
+#[path = "common/scripted_api.rs"]
+mod scripted_api;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Method, Request, Response, StatusCode};
+use futures::StreamExt;
+use http::{Method, StatusCode};
 use k8s_openapi::api::batch::v1::CronJobStatus;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::Client;
-use kube::client::Body;
 use kube::runtime::controller::Action;
-use kube::runtime::events::Reporter;
-use kube::runtime::watcher;
+use kube::runtime::{reflector, watcher};
 use serde_json::{Value, json};
-use signet::admission::Admission;
-use signet::controller::build::{self, WorkerSettings};
-use signet::controller::cache::OwnedIndex;
-use signet::controller::metrics::Metrics;
-use signet::controller::reconcile::{Context, Stores, error_policy, reconcile};
-use signet::controller::staleness::{Report, StaleSummary};
+use signet::controller::build;
+use signet::controller::reconcile::error_policy;
+use signet::controller::runtime::policy_triggers;
+use signet::controller::staleness::StaleSummary;
 use signet::controller::status::{self, Outcome};
 use signet::crd::{
     ReminderRun, RemindersStatus, RunOutcome, SignaturePolicy, SignaturePolicyStatus,
     TimeoutsStatus,
 };
-use signet::manifests::parse_documents;
 use signet::policy::ValidPolicy;
-use tower_test::mock::{self, Handle};
 
-type ApiHandle = Handle<Request<Body>, Response<Body>>;
-
-/// Checks a request body; the second argument is the path, query and content type.
-type BodyCheck = Box<dyn Fn(&Value, &str) + Send>;
-
-/// One request the controller must make, and the answer it gets.
-struct Step {
-    method: Method,
-    path: &'static str,
-    status: StatusCode,
-    /// Checks on the request body (parsed as JSON, or YAML for apply patches).
-    check: BodyCheck,
-    /// The answer's body, when not the default (the object sent, or the policy).
-    reply: Option<Value>,
-}
-
-fn step(method: Method, path: &'static str, check: impl Fn(&Value, &str) + Send + 'static) -> Step {
-    Step {
-        method,
-        path,
-        status: StatusCode::OK,
-        check: Box::new(check),
-        reply: None,
-    }
-}
-
-fn failing(method: Method, path: &'static str, status: StatusCode) -> Step {
-    Step {
-        method,
-        path,
-        status,
-        check: Box::new(|_, _| {}),
-        reply: None,
-    }
-}
-
-struct Harness {
-    ctx: Arc<Context>,
-    handle: Option<ApiHandle>,
-    cron_jobs: OwnedIndex,
-    service_accounts: OwnedIndex,
-    roles: OwnedIndex,
-    role_bindings: OwnedIndex,
-    metrics: Arc<Metrics>,
-}
-
-fn settings() -> WorkerSettings {
-    WorkerSettings {
-        image: "registry.example/signet:1".into(),
-        image_pull_policy: None,
-        pushgateway_url: None,
-    }
-}
-
-fn harness() -> Harness {
-    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
-    let client = Client::new(service, "default");
-    let stores = Stores::default();
-    let (cron_jobs, service_accounts, roles, role_bindings) = (
-        stores.cron_jobs.clone(),
-        stores.service_accounts.clone(),
-        stores.roles.clone(),
-        stores.role_bindings.clone(),
-    );
-    let metrics = Arc::new(Metrics::new());
-    let reporter = Reporter {
-        controller: "signet-controller".into(),
-        instance: None,
-    };
-    let ctx = Arc::new(Context::new(
-        client,
-        reporter,
-        settings(),
-        stores,
-        metrics.clone(),
-    ));
-    Harness {
-        ctx,
-        handle: Some(handle),
-        cron_jobs,
-        service_accounts,
-        roles,
-        role_bindings,
-        metrics,
-    }
-}
-
-impl Harness {
-    /// Fills the caches with what the API server would hold after the policy was applied.
-    /// Fills the caches with what the API server would hold after the policy was applied, and
-    /// returns the reads a controller that has not verified them yet makes (in its order), each
-    /// answered with the stored object.
-    fn observe(&mut self, policy: &SignaturePolicy) -> Vec<Step> {
-        let desired = build::desired(&ValidPolicy::new(policy).unwrap(), &settings());
-        let account = desired.service_account.metadata.name.clone().unwrap();
-        let mut reads = vec![
-            read(
-                const_format(NS, &format!("/serviceaccounts/{account}")),
-                &desired.service_account,
-            ),
-            read(
-                const_format(RBAC, &format!("/roles/{account}")),
-                &desired.role,
-            ),
-            read(
-                const_format(RBAC, &format!("/rolebindings/{account}")),
-                &desired.role_binding,
-            ),
-        ];
-        self.service_accounts
-            .apply_event(&watcher::Event::Apply(desired.service_account));
-        self.roles.apply_event(&watcher::Event::Apply(desired.role));
-        self.role_bindings
-            .apply_event(&watcher::Event::Apply(desired.role_binding));
-        for (_, mut cron_job) in desired.cron_jobs {
-            cron_job.metadata.uid =
-                Some(format!("uid-{}", cron_job.metadata.name.clone().unwrap()));
-            // The API server adds defaults and status; the controller must not mind.
-            cron_job
-                .spec
-                .as_mut()
-                .unwrap()
-                .job_template
-                .spec
-                .as_mut()
-                .unwrap()
-                .completions = Some(1);
-            cron_job.status = Some(CronJobStatus::default());
-            let name = cron_job.metadata.name.clone().unwrap();
-            reads.push(read(
-                const_format(BATCH, &format!("/cronjobs/{name}")),
-                &cron_job,
-            ));
-            self.cron_jobs.apply_event(&watcher::Event::Apply(cron_job));
-        }
-        reads
-    }
-
-    /// Runs one reconcile while the scripted API answers `steps`; fails on any other request.
-    async fn reconcile(
-        &mut self,
-        policy: &SignaturePolicy,
-        steps: Vec<Step>,
-    ) -> Result<Action, signet::controller::Error> {
-        let mut handle = self.handle.take().expect("one reconcile at a time");
-        let stored_policy = serde_json::to_value(policy).unwrap();
-        let api = tokio::spawn(async move {
-            for (i, step) in steps.into_iter().enumerate() {
-                let (request, send) =
-                    tokio::time::timeout(Duration::from_secs(5), handle.next_request())
-                        .await
-                        .unwrap_or_else(|_| {
-                            panic!(
-                                "step {i}: expected {} {}, but no request came",
-                                step.method, step.path
-                            )
-                        })
-                        .expect("client alive");
-                let uri = request.uri().clone();
-                assert_eq!(
-                    (request.method(), uri.path()),
-                    (&step.method, step.path),
-                    "step {i}"
-                );
-                let content_type = request
-                    .headers()
-                    .get("content-type")
-                    .map(|v| v.to_str().unwrap().to_owned())
-                    .unwrap_or_default();
-                let bytes = request.into_body().collect_bytes().await.unwrap();
-                let body: Value = if bytes.is_empty() {
-                    Value::Null
-                } else if content_type.contains("apply-patch") {
-                    serde_saphyr::from_slice(&bytes).unwrap()
-                } else {
-                    serde_json::from_slice(&bytes).unwrap()
-                };
-                assert!(
-                    step.method != Method::PATCH || content_type.contains("patch"),
-                    "step {i}: PATCH with content type {content_type:?}"
-                );
-                (step.check)(
-                    &body,
-                    &format!(
-                        "{}?{} [{content_type}]",
-                        uri.path(),
-                        uri.query().unwrap_or_default()
-                    ),
-                );
-                let response = if step.status.is_success() {
-                    // The API server returns the object it stored: the policy for policy writes,
-                    // else the object sent.
-                    let mut object = if let Some(reply) = &step.reply {
-                        reply.clone()
-                    } else if uri.path().starts_with(POLICIES) {
-                        stored_policy.clone()
-                    } else if body.is_object() {
-                        body.clone()
-                    } else {
-                        json!({})
-                    };
-                    if step.reply.is_none() {
-                        object["metadata"]["uid"] = json!("uid-from-server");
-                    }
-                    Response::builder()
-                        .status(step.status)
-                        .body(Body::from(serde_json::to_vec(&object).unwrap()))
-                        .unwrap()
-                } else {
-                    let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": "injected", "reason": "Injected", "code": step.status.as_u16()});
-                    Response::builder()
-                        .status(step.status)
-                        .body(Body::from(serde_json::to_vec(&status).unwrap()))
-                        .unwrap()
-                };
-                send.send_response(response);
-            }
-            handle
-        });
-        let result = tokio::time::timeout(
-            Duration::from_secs(10),
-            reconcile(Arc::new(policy.clone()), self.ctx.clone()),
-        )
-        .await
-        .expect("reconcile finished (a request nobody scripted would hang it)");
-        let mut handle = api.await.expect("every scripted step happened as expected");
-        // Nothing more may be sent.
-        let extra = tokio::time::timeout(Duration::from_millis(50), handle.next_request()).await;
-        assert!(
-            !matches!(extra, Ok(Some(_))),
-            "an unscripted request was sent"
-        );
-        self.handle = Some(handle);
-        result
-    }
-}
-
-fn policy(yaml_file: &str) -> SignaturePolicy {
-    let text = std::fs::read_to_string(format!(
-        "{}/examples/{yaml_file}",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap();
-    policy_from(&text)
-}
-
-fn policy_from(yaml: &str) -> SignaturePolicy {
-    let verdict = Admission::new().check(parse_documents(yaml).unwrap().remove(0));
-    let mut policy = verdict.policy.expect("decodes");
-    policy.metadata.uid = Some("policy-uid".into());
-    policy.metadata.generation = Some(1);
-    policy.metadata.resource_version = Some("100".into());
-    policy
-}
-
-/// The policy with the status a reconcile a moment ago wrote: every section is fresh.
-fn with_reconciled_status(policy: SignaturePolicy) -> SignaturePolicy {
-    reconciled_at(policy, ago(0))
-}
-
-/// The policy with the status a reconcile at `at` wrote, merged into its current status the way
-/// the API server merges the patch (worker-owned fields stay).
-fn reconciled_at(mut policy: SignaturePolicy, at: Time) -> SignaturePolicy {
-    let valid = ValidPolicy::new(&policy).unwrap();
-    let desired = build::desired(&valid, &settings());
-    let cron_jobs = desired
-        .cron_jobs
-        .iter()
-        .map(|(s, cj)| (*s, cj.metadata.name.clone().unwrap()))
-        .collect();
-    let resumed = status::active_since(&policy, &at);
-    let stale = Report::evaluate(&valid, &desired, &Default::default(), resumed.as_ref(), &at);
-    let computed = status::compute(
-        &policy,
-        &Outcome::Reconciled(cron_jobs),
-        &stale.summary(),
-        &Default::default(),
-        &at,
-    );
-    let mut current = serde_json::to_value(policy.status.take().unwrap_or_default()).unwrap();
-    merge(&mut current, &computed.merge_patch()["status"]);
-    policy.status = Some(serde_json::from_value(current).unwrap());
-    policy
-}
-
-/// RFC 7386 JSON merge patch.
-fn merge(target: &mut Value, patch: &Value) {
-    let Value::Object(fields) = patch else {
-        *target = patch.clone();
-        return;
-    };
-    if !target.is_object() {
-        *target = json!({});
-    }
-    let object = target.as_object_mut().unwrap();
-    for (key, value) in fields {
-        if value.is_null() {
-            object.remove(key);
-        } else {
-            merge(object.entry(key.clone()).or_insert(Value::Null), value);
-        }
-    }
-}
-
-/// Now less `seconds`, in whole seconds as the API server keeps times.
-fn ago(seconds: i64) -> Time {
-    Time(jiff::Timestamp::from_second(jiff::Timestamp::now().as_second() - seconds).unwrap())
-}
-
-const MINUTE: i64 = 60;
-const DAY: i64 = 86_400;
-
-const NS: &str = "/api/v1/namespaces/enrollment";
-const RBAC: &str = "/apis/rbac.authorization.k8s.io/v1/namespaces/enrollment";
-const BATCH: &str = "/apis/batch/v1/namespaces/enrollment";
-const POLICIES: &str = "/apis/signet.dev/v1alpha1/namespaces/enrollment/signaturepolicies";
-const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/enrollment/events";
-
-fn is_apply(query: &str) {
-    assert!(
-        query.contains("fieldManager=signet-controller") && query.contains("force=true"),
-        "{query}"
-    );
-    assert!(query.contains("application/apply-patch+yaml"), "{query}");
-}
+use scripted_api::*;
 
 #[tokio::test]
 async fn first_reconcile_applies_rbac_and_cron_jobs_then_writes_status_and_an_event() {
@@ -456,11 +129,10 @@ async fn first_reconcile_applies_rbac_and_cron_jobs_then_writes_status_and_an_ev
 async fn a_reconcile_that_finds_everything_in_place_writes_nothing() {
     let mut h = harness();
     let policy = with_reconciled_status(policy("full.yaml"));
-    // Just started: the caches hold metadata only, so each object is read once and compared.
-    let reads = h.observe(&policy);
-    assert_eq!(reads.len(), 5);
-    h.reconcile(&policy, reads).await.unwrap();
-    // From then on: not a single request.
+    // Just started: the stores show what the controller applied (its hash stamp on each of the
+    // five objects), so not even the first reconcile reads anything; nor does any after it.
+    h.observe(&policy);
+    h.reconcile(&policy, vec![]).await.unwrap();
     h.reconcile(&policy, vec![]).await.unwrap();
     h.reconcile(&policy, vec![]).await.unwrap();
 }
@@ -469,20 +141,31 @@ async fn a_reconcile_that_finds_everything_in_place_writes_nothing() {
 async fn a_cron_job_edited_by_hand_is_restored() {
     let mut h = harness();
     let policy = with_reconciled_status(policy("minimal.yaml"));
-    let reads = h.observe(&policy);
-    h.reconcile(&policy, reads).await.unwrap();
-    // Someone edits the schedule: the watch delivers a new generation.
-    let mut edited = build::desired(&ValidPolicy::new(&policy).unwrap(), &settings())
+    h.observe(&policy);
+    h.reconcile(&policy, vec![]).await.unwrap();
+    // Someone edits the schedule: the watch delivers a new generation, written by another field
+    // manager after the controller's apply. It is re-applied without a read.
+    let desired = build::desired(&ValidPolicy::new(&policy).unwrap(), &settings())
         .cron_jobs
         .remove(0)
         .1;
+    let mut edited = cron_job_as_applied(&desired);
     edited.metadata.generation = Some(2);
     edited.spec.as_mut().unwrap().schedule = "0 3 * * *".into();
-    h.cron_jobs
-        .apply_event(&watcher::Event::Apply(edited.clone()));
+    let edit = managed_by(
+        "kubectl-edit",
+        APPLIED_AT + 60,
+        json!({"f:spec": {"f:schedule": {}}}),
+    );
+    edited
+        .metadata
+        .managed_fields
+        .as_mut()
+        .unwrap()
+        .push(edit.clone());
+    h.observe_cron_job(edited);
     let path = const_format(BATCH, "/cronjobs/enrollment-agreements-reminders");
     let steps = vec![
-        read(path, &edited),
         step(Method::PATCH, path, |b, q| {
             is_apply(q);
             assert_eq!(b["spec"]["schedule"], "*/30 * * * *");
@@ -492,22 +175,27 @@ async fn a_cron_job_edited_by_hand_is_restored() {
         }),
     ];
     h.reconcile(&policy, steps).await.unwrap();
+    // The watch delivers the restored object, the controller's write now the latest: in place.
+    let mut restored = cron_job_as_applied(&desired);
+    restored.metadata.generation = Some(3);
+    restored.metadata.managed_fields = Some(vec![
+        managed_by("signet-controller", APPLIED_AT + 120, json!({"f:spec": {}})),
+        edit,
+    ]);
+    h.observe_cron_job(restored);
+    h.reconcile(&policy, vec![]).await.unwrap();
 }
 
 #[tokio::test]
 async fn a_spec_change_rewrites_the_cron_jobs_but_not_the_rbac() {
     let mut h = harness();
     let old = with_reconciled_status(policy("full.yaml"));
-    let mut reads = h.observe(&old).into_iter();
+    h.observe(&old);
     let mut changed = old.clone();
     changed.spec.reminders.as_mut().unwrap().schedule = "*/15 * * * *".into();
     changed.metadata.generation = Some(2);
     let steps = vec![
-        // The RBAC is read once (nothing verified yet) and found in place: not written.
-        reads.next().unwrap(),
-        reads.next().unwrap(),
-        reads.next().unwrap(),
-        reads.next().unwrap(),
+        // The RBAC is in place (the stores carry the same hash stamps): neither read nor written.
         step(
             Method::PATCH,
             const_format(BATCH, "/cronjobs/enrollment-agreements-reminders"),
@@ -520,7 +208,6 @@ async fn a_spec_change_rewrites_the_cron_jobs_but_not_the_rbac() {
             },
         ),
         // Every worker carries the spec and its generation, so the timeouts CronJob follows.
-        reads.next().unwrap(),
         step(
             Method::PATCH,
             const_format(BATCH, "/cronjobs/enrollment-agreements-timeouts"),
@@ -549,7 +236,7 @@ async fn a_spec_change_rewrites_the_cron_jobs_but_not_the_rbac() {
 async fn a_disabled_section_has_its_cron_job_deleted() {
     let mut h = harness();
     let old = with_reconciled_status(policy("full.yaml"));
-    let mut reads = h.observe(&old).into_iter();
+    h.observe(&old);
     let mut changed = old.clone();
     changed.spec.timeout = None;
     changed
@@ -561,11 +248,7 @@ async fn a_disabled_section_has_its_cron_job_deleted() {
         .retain(|c| c != "ops-email");
     changed.metadata.generation = Some(2);
     let steps = vec![
-        reads.next().unwrap(),
-        reads.next().unwrap(),
-        reads.next().unwrap(),
-        reads.next().unwrap(),
-        // The reminders worker's environment changed (SIGNET_POLICY), so its CronJob is re-applied.
+        // The RBAC is in place. The reminders worker's environment changed (SIGNET_POLICY), so its CronJob is re-applied.
         step(
             Method::PATCH,
             const_format(BATCH, "/cronjobs/enrollment-agreements-reminders"),
@@ -607,7 +290,7 @@ async fn a_disabled_section_has_its_cron_job_deleted() {
 async fn an_invalid_spec_sets_ready_false_and_touches_no_cron_job() {
     let mut h = harness();
     let valid = with_reconciled_status(policy("minimal.yaml"));
-    let _reads = h.observe(&valid); // an invalid spec is never applied, so nothing is read
+    h.observe(&valid);
     // Admission would refuse this; an older CRD in the cluster might not.
     let mut invalid = valid.clone();
     invalid.spec.reminders.as_mut().unwrap().schedule = "*/70 * * * *".into();
@@ -660,7 +343,7 @@ async fn an_invalid_spec_sets_ready_false_and_touches_no_cron_job() {
     );
     let status = reported.status.as_mut().unwrap();
     status.observed_generation = Some(2);
-    status.conditions = computed.conditions;
+    status.conditions = computed.conditions().into_iter().cloned().collect();
     h.reconcile(&reported, vec![]).await.unwrap();
 }
 
@@ -682,7 +365,10 @@ async fn api_errors_back_off_per_object_without_a_hot_loop() {
             )
             .await
             .unwrap_err();
-        assert_eq!(err.reason(), "ServerError");
+        assert_eq!(
+            (err.reason(), err.category()),
+            ("ApplyFailed", "ServerError")
+        );
         assert!(err.is_transient());
         let action = error_policy(Arc::new(policy.clone()), &err, h.ctx.clone());
         delays.push(format!("{action:?}"));
@@ -704,7 +390,7 @@ async fn api_errors_back_off_per_object_without_a_hot_loop() {
     assert!(
         h.metrics
             .encode()
-            .contains("signet_reconcile_errors_total{reason=\"ServerError\"} 4")
+            .contains("signet_reconcile_errors_total{reason=\"ApplyFailed\"} 4")
     );
 }
 
@@ -712,14 +398,17 @@ async fn api_errors_back_off_per_object_without_a_hot_loop() {
 async fn a_conflict_on_the_status_write_is_retried() {
     let mut h = harness();
     let policy = policy("minimal.yaml");
-    let mut steps = h.observe(&policy);
-    steps.push(failing(
+    h.observe(&policy);
+    let steps = vec![failing(
         Method::PATCH,
         const_format(POLICIES, "/enrollment-agreements/status"),
         StatusCode::CONFLICT,
-    ));
+    )];
     let err = h.reconcile(&policy, steps).await.unwrap_err();
-    assert_eq!(err.reason(), "Conflict");
+    assert_eq!(
+        (err.reason(), err.category()),
+        ("StatusWriteFailed", "Conflict")
+    );
     assert!(
         matches!(error_policy(Arc::new(policy), &err, h.ctx.clone()), a if a != Action::await_change())
     );
@@ -729,11 +418,10 @@ async fn a_conflict_on_the_status_write_is_retried() {
 async fn run_now_starts_a_job_from_the_cron_job_and_clears_the_annotation() {
     let mut h = harness();
     let mut policy = with_reconciled_status(policy("full.yaml"));
-    let reads = h.observe(&policy);
+    h.observe(&policy);
     policy.metadata.annotations =
         Some([("signet.dev/run-now".to_owned(), "timeouts".to_owned())].into());
-    let mut steps = reads;
-    steps.extend(vec![
+    let steps = vec![
         step(Method::POST, BATCH_JOBS, |b, _| {
             assert_eq!(
                 b["metadata"]["name"],
@@ -771,7 +459,7 @@ async fn run_now_starts_a_job_from_the_cron_job_and_clears_the_annotation() {
                 );
             },
         ),
-    ]);
+    ];
     h.reconcile(&policy, steps).await.unwrap();
 
     policy.metadata.annotations =
@@ -796,18 +484,18 @@ async fn run_now_starts_a_job_from_the_cron_job_and_clears_the_annotation() {
 async fn last_schedule_times_are_mirrored_from_the_cron_jobs() {
     let mut h = harness();
     let policy = with_reconciled_status(policy("minimal.yaml"));
-    let reads = h.observe(&policy);
-    let mut cron_job = build::desired(&ValidPolicy::new(&policy).unwrap(), &settings())
+    h.observe(&policy);
+    let desired = build::desired(&ValidPolicy::new(&policy).unwrap(), &settings())
         .cron_jobs
         .remove(0)
         .1;
+    let mut cron_job = cron_job_as_applied(&desired);
     cron_job.status = Some(CronJobStatus {
         last_schedule_time: Some(Time(jiff::Timestamp::from_second(1_790_000_100).unwrap())),
         ..Default::default()
     });
-    h.cron_jobs.apply_event(&watcher::Event::Apply(cron_job));
-    let mut steps = reads;
-    steps.extend(vec![step(
+    h.observe_cron_job(cron_job);
+    let steps = vec![step(
         Method::PATCH,
         const_format(POLICIES, "/enrollment-agreements/status"),
         |b, _| {
@@ -820,7 +508,7 @@ async fn last_schedule_times_are_mirrored_from_the_cron_jobs() {
                 "enrollment-agreements-reminders"
             );
         },
-    )]);
+    )];
     h.reconcile(&policy, steps).await.unwrap();
 }
 
@@ -897,8 +585,8 @@ async fn a_section_without_a_recent_success_turns_stale_once_and_recovers_with_a
         "False",
         "fresh 30 days ago"
     );
-    let mut steps = h.observe(&policy);
-    steps.extend(vec![
+    h.observe(&policy);
+    let steps = vec![
         step(
             Method::PATCH,
             const_format(POLICIES, "/enrollment-agreements/status"),
@@ -906,7 +594,10 @@ async fn a_section_without_a_recent_success_turns_stale_once_and_recovers_with_a
                 assert!(q.contains("application/merge-patch+json"), "{q}");
                 let conditions = &b["status"]["conditions"];
                 assert_eq!(conditions[0]["type"], "Ready");
-                assert_eq!(conditions[0]["status"], "True", "Ready is about reconciling");
+                assert_eq!(
+                    conditions[0]["status"], "True",
+                    "Ready is about reconciling"
+                );
                 let stale = &conditions[2];
                 assert_eq!(stale["type"], "Stale");
                 assert_eq!(stale["status"], "True");
@@ -921,9 +612,14 @@ async fn a_section_without_a_recent_success_turns_stale_once_and_recovers_with_a
                 ] {
                     assert!(message.contains(part), "{part:?} not in {message:?}");
                 }
-                assert!(!message.contains("timeouts"), "timeouts are fine: {message}");
                 assert!(
-                    b["status"]["reminders"].get("lastSuccessfulRunAt").is_none(),
+                    !message.contains("timeouts"),
+                    "timeouts are fine: {message}"
+                );
+                assert!(
+                    b["status"]["reminders"]
+                        .get("lastSuccessfulRunAt")
+                        .is_none(),
                     "worker-owned fields are left alone"
                 );
             },
@@ -940,7 +636,7 @@ async fn a_section_without_a_recent_success_turns_stale_once_and_recovers_with_a
                     .starts_with("reminders: no successful run since")
             );
         }),
-    ]);
+    ];
     let action = h.reconcile(&policy, steps).await.unwrap();
     assert_eq!(
         action,
@@ -1048,8 +744,8 @@ async fn a_fresh_section_is_looked_at_again_when_it_would_turn_stale() {
     reminders_status(&mut policy).last_successful_run_at = Some(ago(75 * MINUTE));
     let policy = reconciled_at(policy, ago(0));
     assert_eq!(stale_condition(&policy).status, "False");
-    let reads = h.observe(&policy);
-    let action = h.reconcile(&policy, reads).await.unwrap();
+    h.observe(&policy);
+    let action = h.reconcile(&policy, vec![]).await.unwrap();
     let wait = humantime_like(
         format!("{action:?}")
             .split("Some(")
@@ -1065,31 +761,78 @@ async fn a_fresh_section_is_looked_at_again_when_it_would_turn_stale() {
     );
 }
 
+#[tokio::test]
+async fn a_deleted_policy_leaves_nothing_remembered() {
+    let mut h = harness();
+    let mut policy = with_reconciled_status(policy("minimal.yaml"));
+    h.observe(&policy);
+    // A run-now request whose Job cannot be created yet: the controller remembers the request's
+    // stamp and counts the failure for backoff.
+    policy.metadata.annotations =
+        Some([("signet.dev/run-now".to_owned(), "reminders".to_owned())].into());
+    let err = h
+        .reconcile(
+            &policy,
+            vec![failing(
+                Method::POST,
+                BATCH_JOBS,
+                StatusCode::SERVICE_UNAVAILABLE,
+            )],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), "RunNowFailed");
+    error_policy(Arc::new(policy.clone()), &err, h.ctx.clone());
+    assert_eq!(h.ctx.remembered_policies(), 1);
+    // The policy is deleted: the watch says so, and nothing of it is kept.
+    let (_, store) = reflector::store();
+    let events = futures::stream::iter([
+        Ok(watcher::Event::Apply(policy.clone())),
+        Ok(watcher::Event::Delete(policy.clone())),
+    ]);
+    let passed: Vec<_> = policy_triggers(events, store, h.ctx.clone())
+        .collect()
+        .await;
+    assert_eq!(passed.len(), 1, "the apply is passed on to the Controller");
+    assert_eq!(
+        h.ctx.remembered_policies(),
+        0,
+        "the deleted policy's state stays"
+    );
+    assert!(
+        !h.metrics
+            .encode()
+            .contains("policy=\"enrollment-agreements\""),
+        "the deleted policy's series stay"
+    );
+}
+
+#[tokio::test]
+async fn a_reconciled_policy_leaves_nothing_remembered() {
+    let mut h = harness();
+    let policy = policy("minimal.yaml");
+    let path = const_format(NS, "/serviceaccounts/enrollment-agreements-signet-worker");
+    let err = h
+        .reconcile(
+            &policy,
+            vec![failing(
+                Method::PATCH,
+                path,
+                StatusCode::INTERNAL_SERVER_ERROR,
+            )],
+        )
+        .await
+        .unwrap_err();
+    error_policy(Arc::new(policy.clone()), &err, h.ctx.clone());
+    assert_eq!(h.ctx.remembered_policies(), 1);
+    let policy = with_reconciled_status(policy);
+    h.observe(&policy);
+    h.reconcile(&policy, vec![]).await.unwrap();
+    assert_eq!(
+        h.ctx.remembered_policies(),
+        0,
+        "failures are forgotten on success"
+    );
+}
+
 const BATCH_JOBS: &str = "/apis/batch/v1/namespaces/enrollment/jobs";
-
-/// A GET of `path` answered with `object`.
-fn read(path: &'static str, object: &impl serde::Serialize) -> Step {
-    Step {
-        method: Method::GET,
-        path,
-        status: StatusCode::OK,
-        check: Box::new(|_, _| {}),
-        reply: Some(serde_json::to_value(object).unwrap()),
-    }
-}
-
-/// Concatenation for the paths above, leaked: tests are short-lived.
-fn const_format(prefix: &'static str, rest: &str) -> &'static str {
-    Box::leak(format!("{prefix}{rest}").into_boxed_str())
-}
-
-/// Seconds from a `Duration` debug string such as `1.2s` or `812.5ms`.
-fn humantime_like(text: &str) -> f64 {
-    if let Some(ms) = text.strip_suffix("ms") {
-        ms.parse::<f64>().unwrap() / 1000.0
-    } else if let Some(s) = text.strip_suffix('s') {
-        s.parse().unwrap()
-    } else {
-        panic!("unexpected duration {text}")
-    }
-}

@@ -25,13 +25,13 @@ use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use signet::admission::Admission;
 use signet::controller::build;
-use signet::controller::reconcile::{BACKOFF_BASE, BACKOFF_CAP, contains, error_policy, reconcile};
+use signet::controller::reconcile::{BACKOFF_BASE, BACKOFF_CAP, error_policy, reconcile};
 use signet::crd::SignaturePolicy;
 use signet::manifests::parse_documents;
 use signet::policy::ValidPolicy;
 
 use controller_driver::{Driver, policy_key, requeue_after, settings};
-use fake_api::{Counted, FakeApi, Faults, RUN_NOW};
+use fake_api::{Counted, FakeApi, Faults, RUN_NOW, contains};
 
 // ---------------------------------------------------------------------------------------------
 // Policies and what converged means.
@@ -565,7 +565,10 @@ async fn a_429_with_retry_after_is_not_retried_sooner() {
         let error = reconcile(policy.clone(), driver.ctx.clone())
             .await
             .expect_err("the API refuses");
-        assert_eq!(error.reason(), "TooManyRequests");
+        assert_eq!(
+            (error.reason(), error.category()),
+            ("ApplyFailed", "TooManyRequests")
+        );
         let delay = requeue_after(&error_policy(policy.clone(), &error, driver.ctx.clone()));
         assert!(
             delay.is_some_and(|d| d >= Duration::from_secs(floor)),
@@ -626,4 +629,20 @@ fn requeue_delays_are_read_from_actions() {
     assert_eq!(attempts_within(Duration::ZERO), 1);
     // 0.8 + 1.6 + 3.2 = 5.6 s
     assert_eq!(attempts_within(Duration::from_secs_f64(5.6)), 4);
+}
+
+#[test]
+fn containment_ignores_server_added_fields() {
+    let wanted = json!({"spec": {"schedule": "* * * * *", "list": [{"a": 1}]}});
+    let actual = json!({"spec": {"schedule": "* * * * *", "list": [{"a": 1, "b": 2}], "extra": true}, "status": {}});
+    assert!(contains(&actual, &wanted));
+    assert!(!contains(
+        &json!({"spec": {"schedule": "0 * * * *", "list": [{"a": 1}]}}),
+        &wanted
+    ));
+    assert!(!contains(
+        &json!({"spec": {"schedule": "* * * * *", "list": []}}),
+        &wanted
+    ));
+    assert!(!contains(&json!({}), &wanted));
 }

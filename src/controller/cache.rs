@@ -1,267 +1,389 @@
-//! What the controller remembers of the objects it owns: per object a few strings (uid, the
-//! change marker, the owning policy, the creation time, a CronJob's last schedule time), kept
-//! current by a watch.
-//! kube's typed reflector would keep every object whole (a CronJob carries the policy spec in
-//! its environment); this keeps memory at a few hundred bytes per owned object.
+//! The objects the controller owns, as kube-runtime reflector stores fed by label-selected
+//! watches. [`slim`] (the watches' `.modify()`) keeps only what reconciles read: names, uid,
+//! labels, owner references, the creation time, the desired-object hash the controller stamped,
+//! when each field manager last wrote, and a CronJob's last schedule time; the bodies (a CronJob
+//! carries the policy spec in its environment) are dropped, so memory stays small.
+//! [`in_place`] decides from such a stored object alone whether an apply is needed.
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::fmt::Debug;
 
-use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::batch::v1::{CronJob, CronJobStatus};
 use k8s_openapi::api::core::v1::ServiceAccount;
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding, RoleRef};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectMeta, Time};
 use kube::Resource;
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher;
-use tokio::sync::watch;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
 
-use crate::constants::{LABEL_MANAGED_BY, LABEL_POLICY, MANAGED_BY};
+use crate::constants::{
+    ANNOTATION_DESIRED_HASH, FIELD_MANAGER, LABEL_MANAGED_BY, LABEL_POLICY, MANAGED_BY,
+};
 
-/// The remembered part of one owned object.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Owned {
-    /// `metadata.uid`.
-    pub uid: Option<String>,
-    /// What moves when someone changes the object: `generation` where the kind has one (status
-    /// updates leave it alone), else `resourceVersion`.
-    pub marker: String,
-    /// The policy named by `signet.dev/policy`, when the object is managed by Signet.
-    pub policy: Option<String>,
-    /// `metadata.creationTimestamp` (a CronJob's marks when its section's schedule began).
-    pub created: Option<Time>,
-    /// A CronJob's `status.lastScheduleTime`.
-    pub last_schedule_time: Option<Time>,
+/// A kind whose objects the controller owns and watches.
+pub trait OwnedKind:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Clone
+    + Debug
+    + Serialize
+    + DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+    /// Drops the kind's body, keeping what reconciles read of it.
+    fn drop_body(&mut self);
 }
 
-/// A kind whose objects the controller owns.
-pub trait OwnedKind: Resource<DynamicType = ()> {
-    /// The part to remember.
-    fn remember(&self) -> Owned {
-        Owned {
-            uid: self.meta().uid.clone(),
-            marker: change_marker(self.meta()),
-            policy: managing_policy(self.meta()),
-            created: self.meta().creation_timestamp.clone(),
-            last_schedule_time: None,
-        }
+impl OwnedKind for ServiceAccount {
+    fn drop_body(&mut self) {
+        self.automount_service_account_token = None;
+        self.image_pull_secrets = None;
+        self.secrets = None;
     }
 }
 
-impl OwnedKind for ServiceAccount {}
-impl OwnedKind for Role {}
-impl OwnedKind for RoleBinding {}
+impl OwnedKind for Role {
+    fn drop_body(&mut self) {
+        self.rules = None;
+    }
+}
+
+impl OwnedKind for RoleBinding {
+    fn drop_body(&mut self) {
+        self.role_ref = RoleRef::default();
+        self.subjects = None;
+    }
+}
+
 impl OwnedKind for CronJob {
-    fn remember(&self) -> Owned {
-        Owned {
-            uid: self.metadata.uid.clone(),
-            marker: change_marker(&self.metadata),
-            policy: managing_policy(&self.metadata),
-            created: self.metadata.creation_timestamp.clone(),
-            last_schedule_time: self
-                .status
-                .as_ref()
-                .and_then(|s| s.last_schedule_time.clone()),
+    fn drop_body(&mut self) {
+        self.spec = None;
+        let last_schedule_time = self.status.take().and_then(|s| s.last_schedule_time);
+        self.status = last_schedule_time.map(|time| CronJobStatus {
+            last_schedule_time: Some(time),
+            ..Default::default()
+        });
+    }
+}
+
+/// Reduces a watched object to what the controller reads (see the module documentation).
+pub fn slim<K: OwnedKind>(object: &mut K) {
+    slim_meta(object.meta_mut());
+    object.drop_body();
+}
+
+fn slim_meta(meta: &mut ObjectMeta) {
+    *meta = ObjectMeta {
+        name: meta.name.take(),
+        namespace: meta.namespace.take(),
+        uid: meta.uid.take(),
+        resource_version: meta.resource_version.take(),
+        generation: meta.generation,
+        creation_timestamp: meta.creation_timestamp.take(),
+        deletion_timestamp: meta.deletion_timestamp.take(),
+        labels: meta.labels.take(),
+        owner_references: meta.owner_references.take(),
+        annotations: meta.annotations.take().and_then(|mut all| {
+            let hash = all.remove(ANNOTATION_DESIRED_HASH)?;
+            Some([(ANNOTATION_DESIRED_HASH.to_owned(), hash)].into())
+        }),
+        managed_fields: meta.managed_fields.take().map(|entries| {
+            entries
+                .into_iter()
+                .filter(|e| {
+                    is_ours(e) || (e.subresource.is_none() && touches_what_signet_writes(e))
+                })
+                .map(|e| ManagedFieldsEntry {
+                    manager: e.manager,
+                    time: e.time,
+                    ..Default::default()
+                })
+                .collect()
+        }),
+        ..Default::default()
+    };
+}
+
+fn is_ours(entry: &ManagedFieldsEntry) -> bool {
+    entry.manager.as_deref() == Some(FIELD_MANAGER)
+}
+
+/// Whether a field manager's set includes anything Signet writes: the body (spec, rules,
+/// subjects, ...), owner references, or Signet's labels and annotations. Other managers'
+/// labels and annotations (a person's `kubectl annotate`) do not count.
+fn touches_what_signet_writes(entry: &ManagedFieldsEntry) -> bool {
+    let Some(fields) = entry.fields_v1.as_ref().and_then(|f| f.0.as_object()) else {
+        return false;
+    };
+    fields.iter().any(|(key, value)| {
+        if key != "f:metadata" {
+            return true;
         }
-    }
+        let ours = |map: Option<&serde_json::Value>| {
+            map.and_then(|m| m.as_object()).is_some_and(|m| {
+                m.keys().any(|k| {
+                    k.starts_with("f:signet.dev/") || k.starts_with("f:app.kubernetes.io/")
+                })
+            })
+        };
+        value.get("f:ownerReferences").is_some()
+            || ours(value.get("f:labels"))
+            || ours(value.get("f:annotations"))
+    })
 }
 
-/// `generation` where the kind has one, else `resourceVersion`.
-pub fn change_marker(meta: &ObjectMeta) -> String {
-    match meta.generation {
-        Some(generation) => format!("g{generation}"),
-        None => format!("rv{}", meta.resource_version.as_deref().unwrap_or_default()),
-    }
-}
-
-fn managing_policy(meta: &ObjectMeta) -> Option<String> {
+/// The policy named by `signet.dev/policy`, when the object is managed by Signet.
+pub fn managing_policy(meta: &ObjectMeta) -> Option<&str> {
     let labels = meta.labels.as_ref()?;
     (labels.get(LABEL_MANAGED_BY).map(String::as_str) == Some(MANAGED_BY))
-        .then(|| labels.get(LABEL_POLICY).cloned())?
+        .then(|| labels.get(LABEL_POLICY).map(String::as_str))?
 }
 
-type Key = (String, String);
+/// `object` with [`ANNOTATION_DESIRED_HASH`] set to the hash of `object` as given, and the hash.
+/// The hash is SHA-256 of the object's JSON (k8s-openapi serialises fields in a fixed order and
+/// maps sorted), so it is stable across restarts and versions of the controller.
+pub fn stamped<K: OwnedKind>(object: &K) -> (K, String) {
+    let json = serde_json::to_vec(object).unwrap_or_default();
+    let hash = hex::encode(&Sha256::digest(&json)[..16]);
+    let mut stamped = object.clone();
+    stamped
+        .meta_mut()
+        .annotations
+        .get_or_insert_default()
+        .insert(ANNOTATION_DESIRED_HASH.to_owned(), hash.clone());
+    (stamped, hash)
+}
 
-/// The remembered objects of one kind, by namespace and name. Cheap to clone (shared).
+/// Whether the stored (watched) object is the desired object whose hash is `hash`: it carries
+/// that hash, so the controller applied exactly that object, and no other field manager wrote a
+/// field Signet writes since (a person's `kubectl edit` of the schedule, say). Field managers
+/// record when they last wrote; the API server keeps whole seconds, so an edit in the same
+/// second as the controller's apply is taken as older.
+pub fn in_place<K: OwnedKind>(stored: &K, hash: &str) -> bool {
+    let meta = stored.meta();
+    let stamped = meta
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION_DESIRED_HASH))
+        .is_some_and(|h| h == hash);
+    stamped && !edited_since_applied(meta)
+}
+
+fn edited_since_applied(meta: &ObjectMeta) -> bool {
+    let entries = meta.managed_fields.iter().flatten();
+    let when = |e: &ManagedFieldsEntry| e.time.as_ref().map(|t| t.0);
+    let ours = entries
+        .clone()
+        .filter(|e| is_ours(e))
+        .filter_map(when)
+        .max();
+    let theirs = entries
+        .filter(|e| !is_ours(e))
+        .map(|e| when(e).unwrap_or_default())
+        .max();
+    match (ours, theirs) {
+        (_, None) => false,
+        (None, Some(_)) => true,
+        (Some(ours), Some(theirs)) => theirs > ours,
+    }
+}
+
+/// The stored object `namespace/name`, if watched.
+pub fn get<K: OwnedKind>(
+    store: &Store<K>,
+    namespace: &str,
+    name: &str,
+) -> Option<std::sync::Arc<K>> {
+    store.get(&ObjectRef::new(name).within(namespace))
+}
+
+/// A CronJob's creation time (when its section's schedule began) and last schedule time.
+pub fn cron_job_times(cron_job: &CronJob) -> (Option<&Time>, Option<&Time>) {
+    (
+        cron_job.metadata.creation_timestamp.as_ref(),
+        cron_job
+            .status
+            .as_ref()
+            .and_then(|s| s.last_schedule_time.as_ref()),
+    )
+}
+
+/// What the controller knows of the objects it owns, kept current by watches; reconciles read
+/// these instead of the API. Cheap to clone (shared).
 #[derive(Clone)]
-pub struct OwnedIndex {
-    objects: Arc<RwLock<HashMap<Key, Owned>>>,
-    /// Objects of a relist in progress (between `Init` and `InitDone`).
-    relisting: Arc<RwLock<Option<HashMap<Key, Owned>>>>,
-    ready: watch::Sender<bool>,
+pub struct Stores {
+    /// Worker CronJobs.
+    pub cron_jobs: Store<CronJob>,
+    /// Worker ServiceAccounts.
+    pub service_accounts: Store<ServiceAccount>,
+    /// Worker Roles.
+    pub roles: Store<Role>,
+    /// Worker RoleBindings.
+    pub role_bindings: Store<RoleBinding>,
 }
 
-impl Default for OwnedIndex {
-    fn default() -> Self {
-        Self {
-            objects: Arc::default(),
-            relisting: Arc::default(),
-            ready: watch::Sender::new(false),
-        }
-    }
+/// The writing ends of [`Stores`]: the watches' `.reflect()`, or a test playing the watches.
+pub struct Writers {
+    /// Worker CronJobs.
+    pub cron_jobs: reflector::store::Writer<CronJob>,
+    /// Worker ServiceAccounts.
+    pub service_accounts: reflector::store::Writer<ServiceAccount>,
+    /// Worker Roles.
+    pub roles: reflector::store::Writer<Role>,
+    /// Worker RoleBindings.
+    pub role_bindings: reflector::store::Writer<RoleBinding>,
 }
 
-impl OwnedIndex {
-    /// The object `namespace/name`, if known.
-    pub fn get(&self, namespace: &str, name: &str) -> Option<Owned> {
-        let objects = self.objects.read().unwrap_or_else(|e| e.into_inner());
-        objects
-            .get(&(namespace.to_owned(), name.to_owned()))
-            .cloned()
-    }
+/// Empty stores and their writers.
+pub fn stores() -> (Stores, Writers) {
+    let (cron_jobs, cron_job_writer) = reflector::store();
+    let (service_accounts, sa_writer) = reflector::store();
+    let (roles, role_writer) = reflector::store();
+    let (role_bindings, rb_writer) = reflector::store();
+    (
+        Stores {
+            cron_jobs,
+            service_accounts,
+            roles,
+            role_bindings,
+        },
+        Writers {
+            cron_jobs: cron_job_writer,
+            service_accounts: sa_writer,
+            roles: role_writer,
+            role_bindings: rb_writer,
+        },
+    )
+}
 
-    /// Number of objects remembered.
-    pub fn len(&self) -> usize {
-        self.objects.read().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
-    /// Whether nothing is remembered.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Follows one watch event; a relist replaces the whole index when it completes.
-    pub fn apply_event<K: OwnedKind>(&self, event: &watcher::Event<K>) {
-        let key = |object: &K| {
-            (
-                object.meta().namespace.clone().unwrap_or_default(),
-                object.meta().name.clone().unwrap_or_default(),
-            )
-        };
-        match event {
-            watcher::Event::Apply(object) => {
-                self.objects
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(key(object), object.remember());
-            }
-            watcher::Event::Delete(object) => {
-                self.objects
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&key(object));
-            }
-            watcher::Event::Init => {
-                *self.relisting.write().unwrap_or_else(|e| e.into_inner()) = Some(HashMap::new());
-            }
-            watcher::Event::InitApply(object) => {
-                if let Some(relist) = self
-                    .relisting
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .as_mut()
-                {
-                    relist.insert(key(object), object.remember());
-                }
-            }
-            watcher::Event::InitDone => {
-                if let Some(relist) = self
-                    .relisting
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .take()
-                {
-                    *self.objects.write().unwrap_or_else(|e| e.into_inner()) = relist;
-                }
-                self.ready.send_replace(true);
-            }
-        }
-    }
-
-    /// Resolves once the first list has completed.
-    pub async fn wait_until_ready(&self) {
-        let mut ready = self.ready.subscribe();
-        let _ = ready.wait_for(|ready| *ready).await;
-    }
+/// Follows one watch event as the watches do: slimmed, then stored.
+pub fn follow<K: OwnedKind>(writer: &mut reflector::store::Writer<K>, event: watcher::Event<K>) {
+    writer.apply_watcher_event(&event.modify(slim));
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::batch::v1::CronJobStatus;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1;
+    use serde_json::json;
 
-    fn cron_job(name: &str, generation: i64, policy: Option<&str>) -> CronJob {
-        let mut labels = std::collections::BTreeMap::new();
-        if let Some(policy) = policy {
-            labels.insert(LABEL_MANAGED_BY.to_owned(), MANAGED_BY.to_owned());
-            labels.insert(LABEL_POLICY.to_owned(), policy.to_owned());
-        }
-        CronJob {
-            metadata: ObjectMeta {
-                name: Some(name.into()),
-                namespace: Some("ns".into()),
-                uid: Some(format!("uid-{name}")),
-                generation: Some(generation),
-                creation_timestamp: Some(Time(
-                    jiff::Timestamp::from_second(1_790_000_000).unwrap(),
-                )),
-                labels: Some(labels),
-                ..Default::default()
-            },
-            spec: None,
-            status: Some(CronJobStatus {
-                last_schedule_time: Some(Time(
-                    jiff::Timestamp::from_second(1_800_000_000).unwrap(),
-                )),
-                ..Default::default()
-            }),
-        }
+    fn at(second: i64) -> Time {
+        Time(jiff::Timestamp::from_second(second).unwrap())
     }
 
-    #[test]
-    fn follows_applies_deletes_and_relists() {
-        let index = OwnedIndex::default();
-        index.apply_event(&watcher::Event::Apply(cron_job("a", 1, Some("p"))));
-        let a = index.get("ns", "a").unwrap();
-        assert_eq!(a.marker, "g1");
-        assert_eq!(a.policy.as_deref(), Some("p"));
-        assert_eq!(a.uid.as_deref(), Some("uid-a"));
-        assert!(a.last_schedule_time.is_some());
-        assert_eq!(
-            a.created.map(|t| t.0.as_second()),
-            Some(1_790_000_000),
-            "the creation time is remembered"
-        );
-        index.apply_event(&watcher::Event::Apply(cron_job("a", 2, Some("p"))));
-        assert_eq!(index.get("ns", "a").unwrap().marker, "g2");
-        index.apply_event(&watcher::Event::Apply(cron_job("b", 1, None)));
-        assert_eq!(
-            index.get("ns", "b").unwrap().policy,
-            None,
-            "not managed by Signet"
-        );
-        index.apply_event(&watcher::Event::Delete(cron_job("a", 2, Some("p"))));
-        assert_eq!(index.get("ns", "a"), None);
-        // A relist replaces everything once complete.
-        index.apply_event(&watcher::Event::<CronJob>::Init);
-        index.apply_event(&watcher::Event::InitApply(cron_job("c", 1, Some("p"))));
-        assert!(
-            index.get("ns", "b").is_some(),
-            "old view kept until the relist completes"
-        );
-        index.apply_event(&watcher::Event::<CronJob>::InitDone);
-        assert_eq!(index.get("ns", "b"), None);
-        assert!(index.get("ns", "c").is_some());
-        assert_eq!(index.len(), 1);
-    }
-
-    #[test]
-    fn markers_prefer_generation() {
-        let mut meta = ObjectMeta {
-            resource_version: Some("42".into()),
+    fn entry(manager: &str, second: i64, fields: serde_json::Value) -> ManagedFieldsEntry {
+        ManagedFieldsEntry {
+            manager: Some(manager.into()),
+            operation: Some("Update".into()),
+            time: Some(at(second)),
+            fields_v1: Some(FieldsV1(fields)),
             ..Default::default()
-        };
-        assert_eq!(change_marker(&meta), "rv42");
-        meta.generation = Some(3);
-        assert_eq!(change_marker(&meta), "g3");
+        }
     }
 
-    #[tokio::test]
-    async fn ready_after_the_first_list() {
-        let index = OwnedIndex::default();
-        index.apply_event(&watcher::Event::<Role>::Init);
-        index.apply_event(&watcher::Event::<Role>::InitDone);
-        tokio::time::timeout(std::time::Duration::from_secs(1), index.wait_until_ready())
-            .await
-            .unwrap();
+    fn applied(desired: &CronJob, managers: Vec<ManagedFieldsEntry>) -> (CronJob, String) {
+        let (mut live, hash) = stamped(desired);
+        live.metadata.managed_fields = Some(managers);
+        live.metadata.annotations.as_mut().unwrap().insert(
+            "kubectl.kubernetes.io/last-applied-configuration".into(),
+            "x".repeat(10_000),
+        );
+        live.status = Some(CronJobStatus {
+            last_schedule_time: Some(at(1_800_000_000)),
+            active: Some(vec![Default::default()]),
+            ..Default::default()
+        });
+        slim(&mut live);
+        (live, hash)
+    }
+
+    fn desired() -> CronJob {
+        serde_json::from_value(json!({
+            "metadata": {"name": "p-reminders", "namespace": "ns",
+                "labels": {LABEL_MANAGED_BY: MANAGED_BY, LABEL_POLICY: "p"}},
+            "spec": {"schedule": "*/30 * * * *", "jobTemplate": {"spec": {"template": {"spec": {
+                "containers": [{"name": "worker", "env": [{"name": "SIGNET_POLICY", "value": "{...}"}]}]
+            }}}}}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn slimming_keeps_what_reconciles_read() {
+        let ours = entry(FIELD_MANAGER, 100, json!({"f:spec": {}}));
+        let (live, _) = applied(&desired(), vec![ours]);
+        assert_eq!(
+            live.spec, None,
+            "the body (and the policy in its env) is dropped"
+        );
+        assert_eq!(managing_policy(&live.metadata), Some("p"));
+        assert_eq!(
+            live.metadata.annotations.as_ref().unwrap().len(),
+            1,
+            "only the desired hash is kept"
+        );
+        assert_eq!(
+            live.status.as_ref().unwrap(),
+            &CronJobStatus {
+                last_schedule_time: Some(at(1_800_000_000)),
+                ..Default::default()
+            }
+        );
+        let kept = &live.metadata.managed_fields.as_ref().unwrap()[0];
+        assert_eq!(kept.fields_v1, None, "field sets are dropped");
+        assert_eq!(kept.time, Some(at(100)));
+    }
+
+    #[test]
+    fn an_object_is_in_place_while_it_carries_the_hash_and_nobody_else_wrote_it_since() {
+        let desired = desired();
+        let ours = || entry(FIELD_MANAGER, 100, json!({"f:spec": {}}));
+        let (live, hash) = applied(&desired, vec![ours()]);
+        assert!(in_place(&live, &hash));
+        let (other_hash, _) = {
+            let mut changed = desired.clone();
+            changed.spec.as_mut().unwrap().schedule = "0 * * * *".into();
+            let (_, h) = stamped(&changed);
+            (h, ())
+        };
+        assert_ne!(other_hash, hash);
+        assert!(!in_place(&live, &other_hash), "another desired object");
+
+        // A person edits the schedule after the apply: not in place.
+        let edit = entry("kubectl-edit", 200, json!({"f:spec": {"f:schedule": {}}}));
+        let (edited, _) = applied(&desired, vec![ours(), edit.clone()]);
+        assert!(!in_place(&edited, &hash));
+        // ... restored by the next apply: in place again.
+        let restored = entry(FIELD_MANAGER, 300, json!({"f:spec": {}}));
+        let (restored, _) = applied(&desired, vec![restored, edit]);
+        assert!(in_place(&restored, &hash));
+        // Status writes and other people's own labels do not count.
+        let status = ManagedFieldsEntry {
+            subresource: Some("status".into()),
+            ..entry("kube-controller-manager", 400, json!({"f:status": {}}))
+        };
+        let label = entry(
+            "kubectl-label",
+            400,
+            json!({"f:metadata": {"f:labels": {"f:team": {}}}}),
+        );
+        let (annotated, _) = applied(&desired, vec![ours(), status, label]);
+        assert!(in_place(&annotated, &hash));
+        // But someone changing Signet's own label does.
+        let relabel = entry(
+            "kubectl-label",
+            400,
+            json!({"f:metadata": {"f:labels": {"f:signet.dev/policy": {}}}}),
+        );
+        let (relabelled, _) = applied(&desired, vec![ours(), relabel]);
+        assert!(!in_place(&relabelled, &hash));
+        // Objects applied before the hash existed are applied once more.
+        let mut unstamped = desired.clone();
+        slim(&mut unstamped);
+        assert!(!in_place(&unstamped, &hash));
     }
 }

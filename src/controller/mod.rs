@@ -1,11 +1,14 @@
 //! `signet controller`: reconciles each SignaturePolicy into owned worker CronJobs and RBAC, as a
 //! pipeline of named steps: validate (pure) → build desired objects (pure) → apply (server-side
-//! apply, only what differs) → prune (by label) → staleness (pure) → status (only when it
-//! changed).
+//! apply, only what is not in place) → prune (by label) → run-now → status (only when it
+//! changed) → events (on transitions).
 
+mod apply;
 pub mod build;
 pub mod cache;
+pub mod context;
 pub mod error;
+mod events;
 pub mod leader;
 pub mod metrics;
 pub mod names;

@@ -4,7 +4,7 @@
 
 use sha2::{Digest, Sha256};
 
-pub use crate::policy::Section;
+use crate::policy::Section;
 
 /// Longest CronJob name Kubernetes accepts.
 pub const MAX_CRONJOB_NAME: usize = 52;

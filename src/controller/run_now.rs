@@ -10,14 +10,34 @@ use kube::runtime::events::EventType;
 use serde_json::json;
 
 use super::build::Desired;
+use super::cache;
+use super::context::Context;
 use super::error::Error;
-use super::names::{self, Section};
-use super::reconcile::{Context, publish};
+use super::events::publish;
+use super::names;
 use crate::constants::{ANNOTATION_INSTANTIATE, ANNOTATION_RUN_NOW, event};
 use crate::crd::SignaturePolicy;
+use crate::policy::Section;
 
-/// Starts the Job the run-now annotation asks for, then clears the annotation.
+/// The run-now step: when the policy carries a request, starts the Job it asks for, then clears
+/// the annotation.
 pub(super) async fn run_now(
+    policy: &SignaturePolicy,
+    desired: &Desired,
+    ctx: &Context,
+) -> Result<(), Error> {
+    match policy.annotations().get(ANNOTATION_RUN_NOW) {
+        Some(request) => start(policy, desired, request, ctx).await,
+        None => {
+            // Cleared by an earlier attempt whose answer was lost, or by a person.
+            ctx.forget_run_now(policy);
+            Ok(())
+        }
+    }
+}
+
+/// Starts the Job `request` asks for, then clears the annotation.
+async fn start(
     policy: &SignaturePolicy,
     desired: &Desired,
     request: &str,
@@ -34,11 +54,8 @@ pub(super) async fn run_now(
             let stamp = ctx.run_now_stamp(policy);
             let job_name = names::manual_job(&cron_name, &stamp);
             // Owned by the CronJob, as Kubernetes' own Jobs are, so it goes when the CronJob does.
-            let owner = ctx
-                .stores
-                .cron_jobs
-                .get(&namespace, &cron_name)
-                .and_then(|cached| cached.uid)
+            let owner = cache::get(&ctx.stores.cron_jobs, &namespace, &cron_name)
+                .and_then(|stored| stored.metadata.uid.clone())
                 .map(|uid| OwnerReference {
                     api_version: "batch/v1".into(),
                     kind: "CronJob".into(),
@@ -90,7 +107,12 @@ pub(super) async fn run_now(
                     .await;
                 }
                 Err(kube::Error::Api(status)) if status.code == 409 => {}
-                Err(e) => return Err(Error::api(format!("create Job {namespace}/{job_name}"), e)),
+                Err(source) => {
+                    return Err(Error::RunNow {
+                        action: format!("create Job {namespace}/{job_name}"),
+                        source,
+                    });
+                }
             }
         }
         None => {
@@ -119,14 +141,12 @@ pub(super) async fn run_now(
             &Patch::Merge(&clear),
         )
         .await
-        .map_err(|e| {
-            Error::api(
-                format!(
-                    "clear {ANNOTATION_RUN_NOW} on {namespace}/{}",
-                    policy.name_any()
-                ),
-                e,
-            )
+        .map_err(|source| Error::RunNow {
+            action: format!(
+                "clear {ANNOTATION_RUN_NOW} on {namespace}/{}",
+                policy.name_any()
+            ),
+            source,
         })?;
     ctx.forget_run_now(policy);
     Ok(())

@@ -8,23 +8,20 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::batch::v1::CronJob;
-use k8s_openapi::api::core::v1::ServiceAccount;
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use futures::{Stream, StreamExt, TryStreamExt};
 use kube::api::{Api, ListParams};
 use kube::runtime::events::Reporter;
 use kube::runtime::reflector;
 use kube::runtime::{Controller, WatchStreamExt, predicates::generation, watcher};
 use kube::{Client, Resource, ResourceExt};
-use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
 use super::build::WorkerSettings;
-use super::cache::{OwnedIndex, OwnedKind};
+use super::cache::{self, OwnedKind};
+use super::context::Context;
 use super::leader::{LEASE_DURATION, LeaderElector, RENEW_INTERVAL};
 use super::metrics::Metrics;
-use super::reconcile::{Context, Stores, error_policy, reconcile};
+use super::reconcile::{error_policy, reconcile};
 use super::server::{self, Health};
 use crate::constants::{ANNOTATION_RUN_NOW, EVENT_REPORTER, LABEL_MANAGED_BY, MANAGED_BY};
 use crate::crd::SignaturePolicy;
@@ -204,6 +201,26 @@ fn trigger_hash(policy: &SignaturePolicy) -> Option<u64> {
 
 type Running = futures::future::BoxFuture<'static, ()>;
 
+/// The policy watch as the Controller consumes it: each policy stored in `store` (without its
+/// managed fields), a deleted one forgotten by `ctx` (see [`Context::forget`]), and only the
+/// changes worth a reconcile ([`trigger_hash`]) passed on.
+pub fn policy_triggers(
+    events: impl Stream<Item = Result<watcher::Event<SignaturePolicy>, watcher::Error>> + Send,
+    store: reflector::store::Writer<SignaturePolicy>,
+    ctx: Arc<Context>,
+) -> impl Stream<Item = Result<SignaturePolicy, watcher::Error>> + Send {
+    events
+        .modify(|policy: &mut SignaturePolicy| policy.managed_fields_mut().clear())
+        .reflect(store)
+        .inspect_ok(move |event| {
+            if let watcher::Event::Delete(policy) = event {
+                ctx.forget(policy);
+            }
+        })
+        .applied_objects()
+        .predicate_filter(trigger_hash, Default::default())
+}
+
 /// One controller over one scope (a namespace, or all), and a future that resolves once its
 /// caches have synced.
 fn controller_for(
@@ -214,64 +231,40 @@ fn controller_for(
     stop: watch::Receiver<bool>,
 ) -> (Running, Running) {
     let owned = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
-    let (cron_jobs, cron_job_events) =
-        owned_watch::<CronJob>(&client, namespace.as_deref(), &owned);
-    let (service_accounts, sa_events) =
-        owned_watch::<ServiceAccount>(&client, namespace.as_deref(), &owned);
-    let (roles, role_events) = owned_watch::<Role>(&client, namespace.as_deref(), &owned);
-    let (role_bindings, rb_events) =
-        owned_watch::<RoleBinding>(&client, namespace.as_deref(), &owned);
+    let scope = namespace.as_deref();
+    let (stores, writers) = cache::stores();
+    let cron_job_events = owned_watch(&client, scope, &owned, writers.cron_jobs);
+    let sa_events = owned_watch(&client, scope, &owned, writers.service_accounts);
+    let role_events = owned_watch(&client, scope, &owned, writers.roles);
+    let rb_events = owned_watch(&client, scope, &owned, writers.role_bindings);
 
-    let (policies, writer) = reflector::store::<SignaturePolicy>();
-    let gone_metrics = metrics.clone();
-    let policy_events = watcher(
-        scoped(&client, namespace.as_deref()),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .modify(|policy: &mut SignaturePolicy| policy.managed_fields_mut().clear())
-    .reflect(writer)
-    .inspect_ok(move |event| {
-        if let watcher::Event::Delete(policy) = event {
-            let key = format!(
-                "{}/{}",
-                policy.namespace().unwrap_or_default(),
-                policy.name_any()
-            );
-            gone_metrics.policy_ready(&key, None);
-            gone_metrics.forget_policy(&policy.namespace().unwrap_or_default(), &policy.name_any());
-        }
-    })
-    .applied_objects()
-    .predicate_filter(trigger_hash, Default::default());
-
-    let stores = Stores {
-        cron_jobs: cron_jobs.clone(),
-        service_accounts: service_accounts.clone(),
-        roles: roles.clone(),
-        role_bindings: role_bindings.clone(),
-    };
     let reporter = Reporter {
         controller: EVENT_REPORTER.into(),
         instance: std::env::var("POD_NAME").ok(),
     };
-
     let context = Arc::new(Context::new(
-        client,
+        client.clone(),
         reporter,
         settings.clone(),
-        stores,
+        stores.clone(),
         metrics,
     ));
+
+    let (policies, writer) = reflector::store::<SignaturePolicy>();
+    let policy_events = policy_triggers(
+        watcher(scoped(&client, scope), watcher::Config::default()).default_backoff(),
+        writer,
+        context.clone(),
+    );
 
     let policies_ready = policies.clone();
     let synced: Running = Box::pin(async move {
         let _ = tokio::join!(
             policies_ready.wait_until_ready(),
-            cron_jobs.wait_until_ready(),
-            service_accounts.wait_until_ready(),
-            roles.wait_until_ready(),
-            role_bindings.wait_until_ready(),
+            stores.cron_jobs.wait_until_ready(),
+            stores.service_accounts.wait_until_ready(),
+            stores.roles.wait_until_ready(),
+            stores.role_bindings.wait_until_ready(),
         );
     });
     let running: Running = Box::pin(
@@ -304,29 +297,19 @@ where
 
 type OwnedEvents<K> = futures::stream::BoxStream<'static, Result<K, watcher::Error>>;
 
-/// A watch of objects Signet manages, by label, that keeps `index` current.
-fn owned_watch<K>(
+/// A watch of objects Signet manages, by label, slimmed ([`cache::slim`]) into `store`.
+fn owned_watch<K: OwnedKind>(
     client: &Client,
     namespace: Option<&str>,
     config: &watcher::Config,
-) -> (OwnedIndex, OwnedEvents<K>)
-where
-    K: OwnedKind
-        + Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    let index = OwnedIndex::default();
-    let follower = index.clone();
-    let events = watcher(scoped::<K>(client, namespace), config.clone())
+    store: reflector::store::Writer<K>,
+) -> OwnedEvents<K> {
+    watcher(scoped::<K>(client, namespace), config.clone())
         .default_backoff()
-        .inspect_ok(move |event| follower.apply_event(event))
-        .touched_objects();
-    (index, events.boxed())
+        .modify(cache::slim)
+        .reflect(store)
+        .touched_objects()
+        .boxed()
 }
 
 /// Resolves once the stop flag is set.

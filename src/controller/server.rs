@@ -2,7 +2,6 @@
 //! `/readyz` (every watch has synced and, with leader election, this replica leads or waits
 //! healthily), `/metrics` (Prometheus text format).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -50,22 +49,10 @@ async fn metrics(State(health): State<Health>) -> impl IntoResponse {
     )
 }
 
-/// Serves until `shutdown` resolves.
-pub async fn serve(
-    address: SocketAddr,
-    health: Health,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(address).await?;
-    tracing::info!(%address, "serving /healthz, /readyz and /metrics");
-    axum::serve(listener, router(health))
-        .with_graceful_shutdown(shutdown)
-        .await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::SocketAddr;
 
     async fn get_text(address: SocketAddr, path: &str) -> (u16, String) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};

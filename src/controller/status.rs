@@ -1,17 +1,18 @@
 //! The part of a policy's status the controller owns, computed purely: `observedGeneration`, the
 //! `Ready`, `Suspended` and `Stale` conditions, and each section's CronJob name and last schedule
-//! time. Workers own `lastRun` and `lastSuccessfulRunAt`; the controller's merge patch leaves them
-//! be. `Ready` is about reconciliation only; whether runs succeed is `Stale`'s business.
+//! time. Workers own `lastRun` and `lastSuccessfulRunAt`; the controller's merge patch
+//! ([`StatusPatch`]) leaves them be. `Ready` is about reconciliation only; whether runs succeed is
+//! `Stale`'s business.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use serde_json::{Value, json};
+use serde::{Serialize, Serializer};
 
-use super::names::Section;
 use super::staleness::StaleSummary;
 use crate::constants::{CONDITION_READY, CONDITION_STALE, CONDITION_SUSPENDED, reason};
 use crate::crd::{SignaturePolicy, SignaturePolicyStatus};
+use crate::policy::Section;
 use crate::policy::validate::FieldError;
 
 /// Longest condition message the API server accepts.
@@ -31,12 +32,15 @@ pub enum Outcome {
 pub struct ControllerStatus {
     /// `metadata.generation` reconciled.
     pub observed_generation: Option<i64>,
-    /// `Ready`, `Suspended`, `Stale`.
-    pub conditions: Vec<Condition>,
-    /// Per enabled section: CronJob name and its last schedule time. Disabled sections are absent.
-    pub sections: BTreeMap<Section, (String, Option<Time>)>,
-    /// Whether the section data is known (not for invalid specs, which leave it as it was).
-    pub sections_known: bool,
+    /// The `Ready` condition.
+    pub ready: Condition,
+    /// The `Suspended` condition.
+    pub suspended: Condition,
+    /// The `Stale` condition.
+    pub stale: Condition,
+    /// Per enabled section: CronJob name and its last schedule time; disabled sections are
+    /// absent. `None` when not known (an invalid spec leaves the sections as they were).
+    pub sections: Option<BTreeMap<Section, (String, Option<Time>)>>,
 }
 
 /// Computes the controller's status. `stale` is the staleness verdict (see
@@ -84,8 +88,9 @@ pub fn compute(
         }
     };
     let suspended = policy.spec.suspend;
-    let conditions = vec![
-        condition(
+    ControllerStatus {
+        observed_generation: generation,
+        ready: condition(
             current,
             CONDITION_READY,
             ready,
@@ -94,7 +99,7 @@ pub fn compute(
             generation,
             now,
         ),
-        condition(
+        suspended: condition(
             current,
             CONDITION_SUSPENDED,
             if suspended { "True" } else { "False" },
@@ -111,7 +116,7 @@ pub fn compute(
             generation,
             now,
         ),
-        condition(
+        stale: condition(
             current,
             CONDITION_STALE,
             if stale.stale { "True" } else { "False" },
@@ -120,12 +125,7 @@ pub fn compute(
             generation,
             now,
         ),
-    ];
-    ControllerStatus {
-        observed_generation: generation,
-        conditions,
-        sections_known: sections.is_some(),
-        sections: sections.unwrap_or_default(),
+        sections,
     }
 }
 
@@ -180,6 +180,11 @@ fn condition(
 }
 
 impl ControllerStatus {
+    /// The conditions the controller owns, in the order they are written.
+    pub fn conditions(&self) -> [&Condition; 3] {
+        [&self.ready, &self.suspended, &self.stale]
+    }
+
     /// Whether `current` already says all of this (then nothing is written).
     pub fn is_reflected_in(&self, current: Option<&SignaturePolicyStatus>) -> bool {
         let Some(current) = current else { return false };
@@ -193,13 +198,12 @@ impl ControllerStatus {
                 [CONDITION_READY, CONDITION_SUSPENDED, CONDITION_STALE].contains(&c.type_.as_str())
             })
             .collect();
-        if mine.len() != self.conditions.len() || !self.conditions.iter().all(|c| mine.contains(&c))
-        {
+        if mine.len() != 3 || !self.conditions().iter().all(|c| mine.contains(c)) {
             return false;
         }
-        if !self.sections_known {
+        let Some(sections) = &self.sections else {
             return true;
-        }
+        };
         let reminders = current
             .reminders
             .as_ref()
@@ -209,43 +213,104 @@ impl ControllerStatus {
             .as_ref()
             .map(|t| (t.cron_job.clone(), t.last_schedule_time.clone()));
         let expect = |section| {
-            self.sections
+            sections
                 .get(&section)
                 .map(|(name, time)| (Some(name.clone()), time.clone()))
         };
         reminders == expect(Section::Reminders) && timeouts == expect(Section::Timeouts)
     }
 
-    /// The JSON merge patch of the status subresource that writes this status. Worker-owned
-    /// fields (`lastRun`, `lastSuccessfulRunAt`) are not mentioned, so they stay; a disabled
-    /// section is removed.
-    pub fn merge_patch(&self) -> Value {
-        let mut status = json!({
-            "observedGeneration": self.observed_generation,
-            "conditions": self.conditions,
-        });
-        if self.sections_known {
-            for (section, field) in [
-                (Section::Reminders, "reminders"),
-                (Section::Timeouts, "timeouts"),
-            ] {
-                status[field] = match self.sections.get(&section) {
-                    Some((name, time)) => json!({ "cronJob": name, "lastScheduleTime": time }),
-                    None => Value::Null,
-                };
-            }
+    /// The merge patch of the status subresource that writes this status.
+    pub fn merge_patch(&self) -> StatusPatch {
+        let section = |section| match &self.sections {
+            None => SectionPatch::Untouched,
+            Some(sections) => match sections.get(&section) {
+                Some((name, time)) => SectionPatch::Set {
+                    cron_job: name.clone(),
+                    last_schedule_time: time.clone(),
+                },
+                None => SectionPatch::Removed,
+            },
+        };
+        StatusPatch {
+            status: StatusFields {
+                observed_generation: self.observed_generation,
+                conditions: self.conditions().into_iter().cloned().collect(),
+                reminders: section(Section::Reminders),
+                timeouts: section(Section::Timeouts),
+            },
         }
-        json!({ "status": status })
     }
+}
 
-    /// The `Ready` condition.
-    pub fn ready(&self) -> &Condition {
-        &self.conditions[0]
+/// The controller's status write: a JSON merge patch of the status subresource, typed after
+/// [`SignaturePolicyStatus`] (same field names; a test decodes it as one). Not the struct
+/// itself, because a merge patch must also say what to remove (`null`: a disabled section, a
+/// last schedule time no longer known) and must not mention the worker-owned fields (`lastRun`,
+/// `lastSuccessfulRunAt`) so they stay.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StatusPatch {
+    /// The status subresource.
+    pub status: StatusFields,
+}
+
+/// The controller-owned fields of [`SignaturePolicyStatus`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusFields {
+    /// `metadata.generation` reconciled.
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Suspended`, `Stale`, in that order.
+    pub conditions: Vec<Condition>,
+    /// `status.reminders`' controller-owned fields.
+    #[serde(skip_serializing_if = "SectionPatch::is_untouched")]
+    pub reminders: SectionPatch,
+    /// `status.timeouts`' controller-owned fields.
+    #[serde(skip_serializing_if = "SectionPatch::is_untouched")]
+    pub timeouts: SectionPatch,
+}
+
+/// What the patch does to a section's status.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SectionPatch {
+    /// Not mentioned: left as it is.
+    Untouched,
+    /// `null`: the section is disabled, its status (worker fields included) goes.
+    Removed,
+    /// The section's CronJob and its last schedule time (`null` when not known).
+    Set {
+        /// `cronJob`.
+        cron_job: String,
+        /// `lastScheduleTime`.
+        last_schedule_time: Option<Time>,
+    },
+}
+
+impl SectionPatch {
+    fn is_untouched(&self) -> bool {
+        *self == SectionPatch::Untouched
     }
+}
 
-    /// The `Stale` condition.
-    pub fn stale(&self) -> &Condition {
-        &self.conditions[2]
+impl Serialize for SectionPatch {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Fields<'a> {
+            cron_job: &'a str,
+            last_schedule_time: &'a Option<Time>,
+        }
+        match self {
+            SectionPatch::Untouched | SectionPatch::Removed => serializer.serialize_none(),
+            SectionPatch::Set {
+                cron_job,
+                last_schedule_time,
+            } => Fields {
+                cron_job,
+                last_schedule_time,
+            }
+            .serialize(serializer),
+        }
     }
 }
 
@@ -253,6 +318,7 @@ impl ControllerStatus {
 mod tests {
     use super::*;
     use crate::constants::CONDITION_STALE;
+    use serde_json::json;
 
     fn at(second: i64) -> Time {
         Time(jiff::Timestamp::from_second(second).unwrap())
@@ -290,8 +356,8 @@ mod tests {
 
     /// `policy` with `computed` written to its status.
     fn written(mut policy: SignaturePolicy, computed: &ControllerStatus) -> SignaturePolicy {
-        policy.status =
-            Some(serde_json::from_value(computed.merge_patch()["status"].clone()).unwrap());
+        let patch = serde_json::to_value(computed.merge_patch()).unwrap();
+        policy.status = Some(serde_json::from_value(patch["status"].clone()).unwrap());
         policy
     }
 
@@ -320,7 +386,7 @@ mod tests {
         assert_eq!(active_since(&resumed, &now), Some(now.clone()));
         let computed = reconciled(&resumed, &fresh, &now);
         assert_eq!(
-            computed.conditions[1].last_transition_time, now,
+            computed.suspended.last_transition_time, now,
             "the same instant"
         );
     }
@@ -331,7 +397,7 @@ mod tests {
         let first = reconciled(&p, &stale(false, reason::RUNS_SUCCEEDING, "fine"), &at(100));
         assert_eq!(
             first
-                .conditions
+                .conditions()
                 .iter()
                 .map(|c| c.type_.as_str())
                 .collect::<Vec<_>>(),
@@ -343,7 +409,7 @@ mod tests {
             &stale(true, reason::NO_RECENT_SUCCESS, "reminders: a"),
             &at(200),
         );
-        assert_eq!(turned.stale().last_transition_time, at(200));
+        assert_eq!(turned.stale.last_transition_time, at(200));
         assert!(
             !turned.is_reflected_in(p.status.as_ref()),
             "the change is written"
@@ -354,8 +420,8 @@ mod tests {
             &stale(true, reason::NO_RECENT_SUCCESS, "reminders: b"),
             &at(300),
         );
-        assert_eq!(reworded.stale().last_transition_time, at(200));
-        assert_eq!(reworded.stale().message, "reminders: b");
+        assert_eq!(reworded.stale.last_transition_time, at(200));
+        assert_eq!(reworded.stale.message, "reminders: b");
         assert!(!reworded.is_reflected_in(p.status.as_ref()));
         let p = written(p, &reworded);
         let same = reconciled(
@@ -365,11 +431,54 @@ mod tests {
         );
         assert!(same.is_reflected_in(p.status.as_ref()), "nothing to write");
         let cleared = reconciled(&p, &stale(false, reason::RUNS_SUCCEEDING, "fine"), &at(500));
-        assert_eq!(cleared.stale().last_transition_time, at(500));
+        assert_eq!(cleared.stale.last_transition_time, at(500));
         assert_eq!(
-            cleared.ready().last_transition_time,
+            cleared.ready.last_transition_time,
             at(100),
             "Ready untouched"
+        );
+    }
+
+    #[test]
+    fn the_patch_is_a_status_and_removes_disabled_sections() {
+        let p = policy(false);
+        let fresh = stale(false, reason::RUNS_SUCCEEDING, "fine");
+        let computed = reconciled(&p, &fresh, &at(100));
+        let patch = serde_json::to_value(computed.merge_patch()).unwrap();
+        let status: SignaturePolicyStatus =
+            serde_json::from_value(patch["status"].clone()).unwrap();
+        assert_eq!(status.observed_generation, Some(1));
+        assert_eq!(status.conditions[0].type_, CONDITION_READY);
+        assert_eq!(
+            status.reminders.unwrap().cron_job.as_deref(),
+            Some("p-reminders")
+        );
+        assert_eq!(
+            patch["status"]["reminders"]["lastScheduleTime"],
+            json!(null),
+            "an unknown last schedule time is cleared"
+        );
+        assert_eq!(
+            patch["status"]["timeouts"],
+            json!(null),
+            "the disabled section is removed"
+        );
+        let invalid = compute(
+            &p,
+            &Outcome::Invalid(Vec::new()),
+            &fresh,
+            &BTreeMap::new(),
+            &at(100),
+        );
+        let patch = serde_json::to_value(invalid.merge_patch()).unwrap();
+        assert_eq!(
+            patch["status"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .collect::<Vec<_>>(),
+            ["conditions", "observedGeneration"],
+            "an invalid spec leaves the sections as they are"
         );
     }
 }

@@ -15,15 +15,16 @@ use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::runtime::controller::Action;
 use kube::runtime::events::Reporter;
+use kube::runtime::reflector::store::Writer;
 use kube::runtime::watcher;
 use rand::Rng;
 use rand::rngs::StdRng;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use signet::controller::build::WorkerSettings;
-use signet::controller::cache::{OwnedIndex, OwnedKind};
+use signet::controller::cache::{self, OwnedKind, Writers};
 use signet::controller::metrics::Metrics;
-use signet::controller::reconcile::{BACKOFF_CAP, Context, Stores, error_policy, reconcile};
+use signet::controller::reconcile::{BACKOFF_CAP, Context, error_policy, reconcile};
 use signet::crd::SignaturePolicy;
 
 use crate::fake_api::{Change, FakeApi, OWNED};
@@ -47,7 +48,8 @@ pub struct PolicyRun {
 pub struct Driver {
     pub api: FakeApi,
     pub ctx: Arc<Context>,
-    pub stores: Stores,
+    /// The watches' ends of the controller's stores.
+    pub writers: Writers,
     /// Virtual time since the start.
     pub now: Duration,
     /// Policy (`namespace/name`) → when it is due. One slot per policy; the earlier time wins,
@@ -73,9 +75,9 @@ pub fn settings() -> WorkerSettings {
     }
 }
 
-/// A fresh Context over `api`, and its (empty) caches.
-fn context(api: &FakeApi) -> (Arc<Context>, Stores) {
-    let stores = Stores::default();
+/// A fresh Context over `api`, and the writing ends of its (empty) stores.
+fn context(api: &FakeApi) -> (Arc<Context>, Writers) {
+    let (stores, writers) = cache::stores();
     let ctx = Arc::new(Context::new(
         api.client(),
         Reporter {
@@ -83,10 +85,10 @@ fn context(api: &FakeApi) -> (Arc<Context>, Stores) {
             instance: None,
         },
         settings(),
-        stores.clone(),
+        stores,
         Arc::new(Metrics::new()),
     ));
-    (ctx, stores)
+    (ctx, writers)
 }
 
 /// kube offers no getter for an `Action`'s requeue delay; its `Debug` form shows it.
@@ -99,13 +101,17 @@ pub fn requeue_after(action: &Action) -> Option<Duration> {
     Some(Duration::from_secs_f64(number.parse::<f64>().ok()? * scale))
 }
 
-pub fn index<K: OwnedKind + DeserializeOwned>(index: &OwnedIndex, object: Option<Value>, gone: K) {
-    match object {
-        Some(object) => index.apply_event(&watcher::Event::Apply(
-            serde_json::from_value::<K>(object).unwrap(),
-        )),
-        None => index.apply_event(&watcher::Event::Delete(gone)),
-    }
+/// What a watch does with a change: the object, slimmed, into the store.
+pub fn index<K: OwnedKind + DeserializeOwned>(
+    store: &mut Writer<K>,
+    object: Option<Value>,
+    gone: K,
+) {
+    let event = match object {
+        Some(object) => watcher::Event::Apply(serde_json::from_value::<K>(object).unwrap()),
+        None => watcher::Event::Delete(gone),
+    };
+    cache::follow(store, event);
 }
 
 pub fn named<K: kube::Resource<DynamicType = ()> + Default>(namespace: &str, name: &str) -> K {
@@ -118,11 +124,11 @@ pub fn named<K: kube::Resource<DynamicType = ()> + Default>(namespace: &str, nam
 impl Driver {
     /// A controller starting now over `api`; its caches see what `api` holds once `synced`.
     pub fn start(api: &FakeApi, synced: bool) -> Self {
-        let (ctx, stores) = context(api);
+        let (ctx, writers) = context(api);
         let mut driver = Driver {
             api: api.clone(),
             ctx,
-            stores,
+            writers,
             now: Duration::ZERO,
             queue: HashMap::new(),
             runs: HashMap::new(),
@@ -143,12 +149,11 @@ impl Driver {
         driver
     }
 
-    /// The controller restarts now: a fresh Context (no failure counts, nothing verified, no
-    /// run-now stamps), caches filled by the watches' initial lists, every policy scheduled.
+    /// The controller restarts now: a fresh Context (no failure counts, no run-now stamps), caches filled by the watches' initial lists, every policy scheduled.
     pub fn restart(&mut self) {
-        let (ctx, stores) = context(&self.api);
+        let (ctx, writers) = context(&self.api);
         self.ctx = ctx;
-        self.stores = stores;
+        self.writers = writers;
         self.pending.clear();
         self.queue.clear();
         self.sync_all();
@@ -184,21 +189,21 @@ impl Driver {
         }
     }
 
-    pub fn deliver(&self, resource: &str, namespace: &str, name: &str, object: Option<Value>) {
-        let s = &self.stores;
+    pub fn deliver(&mut self, resource: &str, namespace: &str, name: &str, object: Option<Value>) {
+        let s = &mut self.writers;
         match resource {
             "serviceaccounts" => index(
-                &s.service_accounts,
+                &mut s.service_accounts,
                 object,
                 named::<ServiceAccount>(namespace, name),
             ),
-            "roles" => index(&s.roles, object, named::<Role>(namespace, name)),
+            "roles" => index(&mut s.roles, object, named::<Role>(namespace, name)),
             "rolebindings" => index(
-                &s.role_bindings,
+                &mut s.role_bindings,
                 object,
                 named::<RoleBinding>(namespace, name),
             ),
-            "cronjobs" => index(&s.cron_jobs, object, named::<CronJob>(namespace, name)),
+            "cronjobs" => index(&mut s.cron_jobs, object, named::<CronJob>(namespace, name)),
             _ => {}
         }
     }

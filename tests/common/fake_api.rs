@@ -102,6 +102,20 @@ pub fn route(path: &str) -> Option<Route> {
     }
 }
 
+/// Whether `actual` holds every field of `wanted` with the same value. Fields the API server adds
+/// (defaults, status, managed fields) are ignored; lists must match item by item.
+pub fn contains(actual: &Value, wanted: &Value) -> bool {
+    match (actual, wanted) {
+        (Value::Object(actual), Value::Object(wanted)) => wanted
+            .iter()
+            .all(|(key, value)| actual.get(key).is_some_and(|a| contains(a, value))),
+        (Value::Array(actual), Value::Array(wanted)) => {
+            actual.len() == wanted.len() && actual.iter().zip(wanted).all(|(a, w)| contains(a, w))
+        }
+        _ => actual == wanted,
+    }
+}
+
 /// RFC 7386 JSON merge patch.
 pub fn merge(target: &mut Value, patch: &Value) {
     let Value::Object(fields) = patch else {
