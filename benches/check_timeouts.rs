@@ -9,13 +9,11 @@
 //! `SIGNET_BENCH_EXPIRED` change the sizes, `SIGNET_BATCH_SIZE` the chunk size. Without
 //! `--bench` (as `cargo test --all-targets` runs it) it does nothing.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use common::{Sink, peak_rss, size};
-use signet::notify::{self, Channel};
+use signet::notify::{self, Channels};
 use signet::store::Store;
 use signet::worker::{RunOptions, Timeouts};
 
@@ -73,7 +71,7 @@ async fn main() {
     let url = sink.url.clone();
     let env = move |name: &str| (name == "SIGNET_SECRET_SLACK_URL").then(|| url.clone());
     let http = notify::http_client(notify::HttpTimeouts::default()).unwrap();
-    let channels: BTreeMap<String, Arc<dyn Channel>> =
+    let channels: Channels =
         notify::build_channels(&spec, &["ops"], &env, &http, &notify::log::stdout()).unwrap();
 
     let defaults = RunOptions::default();

@@ -9,13 +9,11 @@
 //! options. Without `--bench` (as `cargo test --all-targets` runs
 //! it) it does nothing.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use common::{Sink, peak_rss, size};
-use signet::notify::{self, Channel};
+use signet::notify::{self, Channels};
 use signet::policy::Policy;
 use signet::store::Store;
 use signet::worker::{Run, RunOptions};
@@ -69,7 +67,7 @@ async fn main() {
     let spec = signet_spec(&sink.url);
     let env = |name: &str| (name == "SIGNET_SECRET_SENDGRID_KEY").then(|| "SG.bench".to_owned());
     let http = notify::http_client(notify::HttpTimeouts::default()).unwrap();
-    let channels: BTreeMap<String, Arc<dyn Channel>> =
+    let channels: Channels =
         notify::build_channels(&spec, &["mail"], &env, &http, &notify::log::stdout()).unwrap();
 
     let policy = Policy::parse(&spec).unwrap();

@@ -275,10 +275,7 @@ fn report_lines(
 }
 
 /// The buffer the `log` channels write into, and the channels by name.
-type LogChannels = (
-    Arc<Mutex<Vec<u8>>>,
-    BTreeMap<String, Arc<dyn notify::Channel>>,
-);
+type LogChannels = (Arc<Mutex<Vec<u8>>>, notify::Channels);
 
 /// The policy's `log` channels, writing into a buffer the report reads.
 fn log_channels(spec: &SignaturePolicySpec) -> Result<LogChannels, Error> {

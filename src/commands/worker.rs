@@ -20,9 +20,6 @@ use crate::worker::report::{self, ReportArgs, ReportTarget, SectionRun};
 use crate::worker::{self, Error, Run, RunOptions, RunSummary, TimeoutSummary, Timeouts};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-/// The channels of a run by name.
-type ChannelMap = std::collections::BTreeMap<String, std::sync::Arc<dyn notify::Channel>>;
-
 /// Where the policy and the database come from (shared by `send-reminders` and `plan`).
 #[derive(Clone, Debug, clap::Args)]
 pub struct PolicyArgs {
@@ -282,7 +279,7 @@ fn prepare(
     env: EnvLookup<'_>,
     out: &SharedWriter,
     section: Section,
-) -> Result<(Policy, String, ChannelMap), Error> {
+) -> Result<(Policy, String, notify::Channels), Error> {
     let policy = load_policy(args).map_err(Error::Config)?;
     let spec = policy.spec();
     let url = database_url(args, spec, env).map_err(Error::Config)?;

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use futures::future::BoxFuture;
 use serde_json::json;
 
-use super::{Channel, Error, Message, Receipt};
+use super::{Error, Message, MessageChannel, Receipt};
 
 /// Where log lines go, shared with the run's summary.
 pub type SharedWriter = Arc<Mutex<Box<dyn Write + Send>>>;
@@ -33,18 +33,16 @@ impl Log {
     }
 }
 
-impl Channel for Log {
-    fn send<'a>(&'a self, messages: &'a [Message]) -> BoxFuture<'a, Result<Receipt, Error>> {
+impl MessageChannel for Log {
+    fn send<'a>(&'a self, message: &'a Message) -> BoxFuture<'a, Result<Receipt, Error>> {
         Box::pin(async move {
             let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
-            for m in messages {
-                let line = json!({
-                    "channel": self.name,
-                    "notification": m,
-                    "subject": m.content.subject,
-                });
-                writeln!(out, "{line}").map_err(|e| Error::Network(format!("stdout: {e}")))?;
-            }
+            let line = json!({
+                "channel": self.name,
+                "notification": message,
+                "subject": message.content.subject,
+            });
+            writeln!(out, "{line}").map_err(|e| Error::Network(format!("stdout: {e}")))?;
             out.flush()
                 .map_err(|e| Error::Network(format!("stdout: {e}")))?;
             Ok(Receipt::default())

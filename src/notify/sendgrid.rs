@@ -4,7 +4,7 @@
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
 
-use super::{Channel, Error, Message, Receipt, send_http, split_mailbox};
+use super::{Error, Message, MessageChannel, Receipt, send_http, split_mailbox};
 use crate::constants::SENDGRID_DEFAULT_ENDPOINT;
 use crate::crd::SendGridChannel;
 
@@ -88,12 +88,9 @@ impl SendGrid {
     }
 }
 
-impl Channel for SendGrid {
-    fn send<'a>(&'a self, messages: &'a [Message]) -> BoxFuture<'a, Result<Receipt, Error>> {
+impl MessageChannel for SendGrid {
+    fn send<'a>(&'a self, message: &'a Message) -> BoxFuture<'a, Result<Receipt, Error>> {
         Box::pin(async move {
-            let [message] = messages else {
-                return Err(Error::Config("SendGrid sends one message at a time".into()));
-            };
             let request = self
                 .http
                 .post(&self.endpoint)

@@ -4,7 +4,7 @@
 use futures::future::BoxFuture;
 use serde_json::json;
 
-use super::{Channel, Digest, Error, Message, Receipt, send_http};
+use super::{Digest, DigestChannel, Error, Message, Receipt, send_http};
 
 /// Notifications listed in a digest; the rest are counted.
 pub const DIGEST_ITEMS: usize = 10;
@@ -69,16 +69,8 @@ fn escape(text: &str) -> String {
         .replace('>', "&gt;")
 }
 
-impl Channel for Slack {
-    fn is_digest(&self) -> bool {
-        true
-    }
-
-    fn send<'a>(&'a self, messages: &'a [Message]) -> BoxFuture<'a, Result<Receipt, Error>> {
-        Box::pin(async move { self.post(&Digest::from_messages(messages)).await })
-    }
-
-    fn send_digest<'a>(&'a self, digest: &'a Digest) -> BoxFuture<'a, Result<Receipt, Error>> {
+impl DigestChannel for Slack {
+    fn send<'a>(&'a self, digest: &'a Digest) -> BoxFuture<'a, Result<Receipt, Error>> {
         Box::pin(self.post(digest))
     }
 }

@@ -10,7 +10,7 @@ use lettre::transport::smtp::PoolConfig;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
-use super::{Channel, Error, Message, Receipt};
+use super::{Error, Message, MessageChannel, Receipt};
 use crate::crd::{SmtpChannel, SmtpSecurity};
 
 /// An SMTP channel.
@@ -94,12 +94,9 @@ impl Smtp {
     }
 }
 
-impl Channel for Smtp {
-    fn send<'a>(&'a self, messages: &'a [Message]) -> BoxFuture<'a, Result<Receipt, Error>> {
+impl MessageChannel for Smtp {
+    fn send<'a>(&'a self, message: &'a Message) -> BoxFuture<'a, Result<Receipt, Error>> {
         Box::pin(async move {
-            let [message] = messages else {
-                return Err(Error::Config("SMTP sends one message at a time".into()));
-            };
             let email = self.email(message)?;
             match self.transport.send(email).await {
                 Ok(response) => Ok(Receipt {

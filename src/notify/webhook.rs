@@ -6,7 +6,7 @@ use hmac::{Hmac, Mac};
 use serde_json::json;
 use sha2::Sha256;
 
-use super::{Channel, Error, Message, Receipt, send_http};
+use super::{Error, Message, MessageChannel, Receipt, send_http};
 
 /// Header carrying the signature.
 pub const SIGNATURE_HEADER: &str = "X-Signet-Signature";
@@ -53,12 +53,9 @@ pub fn signature(key: &str, timestamp: i64, body: &[u8]) -> String {
     )
 }
 
-impl Channel for Webhook {
-    fn send<'a>(&'a self, messages: &'a [Message]) -> BoxFuture<'a, Result<Receipt, Error>> {
+impl MessageChannel for Webhook {
+    fn send<'a>(&'a self, message: &'a Message) -> BoxFuture<'a, Result<Receipt, Error>> {
         Box::pin(async move {
-            let [message] = messages else {
-                return Err(Error::Config("webhooks take one event at a time".into()));
-            };
             let body = Self::body(message);
             let mut request = self
                 .http

@@ -12,7 +12,7 @@ use futures::StreamExt;
 use serde::Serialize;
 
 use super::{Error, RunOptions};
-use crate::notify::{self, Channel, Digest, Message};
+use crate::notify::{self, Channel, Channels, Digest, DigestChannel, Message};
 use crate::policy::NoticeKind;
 use crate::policy::templates::TemplateContext;
 use crate::policy::{Policy, Timing};
@@ -44,10 +44,38 @@ pub(super) struct Digests {
     by_channel: BTreeMap<String, HeldDigest>,
 }
 
-#[derive(Default)]
 struct HeldDigest {
+    channel: Arc<dyn DigestChannel>,
     items: Vec<Held>,
     digest: Digest,
+}
+
+impl Digests {
+    /// Keeps `delivery` for `channel`'s digest, listing it (`fields`) while the sample has room.
+    fn hold(
+        &mut self,
+        channel: &Arc<dyn DigestChannel>,
+        delivery: &ClaimedDelivery,
+        claimed_at: Instant,
+        fields: impl FnOnce(&ClaimedDelivery) -> Message,
+    ) {
+        let held = self
+            .by_channel
+            .entry(delivery.channel.clone())
+            .or_insert_with(|| HeldDigest {
+                channel: channel.clone(),
+                items: Vec::new(),
+                digest: Digest::default(),
+            });
+        let listed = held.digest.wants_sample().then(|| fields(delivery));
+        held.digest.add(delivery.kind, listed);
+        held.items.push(Held {
+            log_id: delivery.log_id,
+            kind: delivery.kind,
+            attempt: Attempt::from(delivery),
+            claimed_at,
+        });
+    }
 }
 
 /// A claimed delivery kept for a digest.
@@ -79,7 +107,7 @@ impl From<&ClaimedDelivery> for Attempt {
 /// Renders and sends claimed deliveries for one policy.
 pub(super) struct Deliverer<'a> {
     policy: &'a Policy,
-    channels: &'a BTreeMap<String, Arc<dyn Channel>>,
+    channels: &'a Channels,
     options: RunOptions,
 }
 
@@ -87,7 +115,7 @@ impl<'a> Deliverer<'a> {
     /// Checks that the options leave time to send and that every channel in `routes` exists.
     pub(super) fn new<'r>(
         policy: &'a Policy,
-        channels: &'a BTreeMap<String, Arc<dyn Channel>>,
+        channels: &'a Channels,
         routes: impl IntoIterator<Item = &'r String>,
         options: RunOptions,
     ) -> Result<Self, Error> {
@@ -191,22 +219,15 @@ impl<'a> Deliverer<'a> {
                 ));
                 continue;
             };
-            if channel.is_digest() {
-                // A digest lists a few notifications and counts the rest: no template to render.
-                let held = digests
-                    .by_channel
-                    .entry(delivery.channel.clone())
-                    .or_default();
-                let listed = held.digest.wants_sample().then(|| self.fields(&delivery));
-                held.digest.add(delivery.kind, listed);
-                held.items.push(Held {
-                    log_id: delivery.log_id,
-                    kind: delivery.kind,
-                    attempt: Attempt::from(&delivery),
-                    claimed_at,
-                });
-                continue;
-            }
+            let channel = match channel {
+                Channel::Message(channel) => channel.clone(),
+                Channel::Digest(channel) => {
+                    // A digest lists a few notifications and counts the rest: no template to
+                    // render.
+                    digests.hold(channel, &delivery, claimed_at, |d| self.fields(d));
+                    continue;
+                }
+            };
             let message = match self.message(&delivery) {
                 Ok(message) => message,
                 Err(error) => {
@@ -216,7 +237,7 @@ impl<'a> Deliverer<'a> {
                     continue;
                 }
             };
-            sends.push((delivery, message, channel.clone()));
+            sends.push((delivery, message, channel));
         }
 
         let retry = self.options.retry;
@@ -226,9 +247,7 @@ impl<'a> Deliverer<'a> {
                 if claimed_at.elapsed() > window {
                     return (delivery, None);
                 }
-                let result = retry
-                    .send_counted(channel.as_ref(), std::slice::from_ref(&message))
-                    .await;
+                let result = retry.send_counted(channel.as_ref(), &message).await;
                 (delivery, Some(result))
             })
             .buffer_unordered(self.options.concurrency.max(1))
@@ -257,8 +276,12 @@ impl<'a> Deliverer<'a> {
     ) -> Result<(), Error> {
         let window = self.options.send_window();
         let mut outcomes = Vec::new();
-        for (name, held) in digests.by_channel {
-            let HeldDigest { items, mut digest } = held;
+        for held in digests.by_channel.into_values() {
+            let HeldDigest {
+                channel,
+                items,
+                mut digest,
+            } = held;
             let (items, late): (Vec<Held>, Vec<Held>) = items
                 .into_iter()
                 .partition(|item| item.claimed_at.elapsed() <= window);
@@ -269,7 +292,6 @@ impl<'a> Deliverer<'a> {
             if items.is_empty() {
                 continue;
             }
-            let channel = &self.channels[&name];
             let (result, unconfirmed) = self
                 .options
                 .retry

@@ -15,13 +15,12 @@ pub use deliver::DeliveryCounts;
 pub use timeouts::{TimeoutSummary, Timeouts};
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::notify::{self, Channel, RetryPolicy};
+use crate::notify::{self, Channels, RetryPolicy};
 use crate::policy::timing::Readiness;
 use crate::policy::{DueQuery, NoticeKind, Policy, Section};
 use crate::store::{self, DueCursor, Store};
@@ -157,7 +156,7 @@ impl<'a> Run<'a> {
     /// Prepares a run; every channel the policy routes to must be in `channels`.
     pub fn new(
         policy: &'a Policy,
-        channels: &'a BTreeMap<String, Arc<dyn Channel>>,
+        channels: &'a Channels,
         options: RunOptions,
     ) -> Result<Self, Error> {
         let routes = policy.routes();
@@ -291,9 +290,9 @@ mod tests {
         .unwrap();
         let spec = Policy::parse(&spec).unwrap();
         let out = crate::notify::log::stdout();
-        let channels: BTreeMap<String, Arc<dyn Channel>> = BTreeMap::from([(
+        let channels: Channels = BTreeMap::from([(
             "log".to_owned(),
-            Arc::new(crate::notify::log::Log::new("log", out)) as Arc<dyn Channel>,
+            notify::Channel::Message(std::sync::Arc::new(notify::log::Log::new("log", out))),
         )]);
         let short = RunOptions {
             lease: Duration::from_secs(300),

@@ -4,15 +4,13 @@
 //! alerts (webhook and log: one per workflow; email: to the channel's `to` list; Slack: one
 //! digest at the end of the run).
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Instant;
 
 use serde::Serialize;
 
 use super::deliver::{Deliverer, DeliveryCounts, Digests};
 use super::{Error, Progress, RunOptions};
-use crate::notify::Channel;
+use crate::notify::Channels;
 use crate::policy::{Policy, Section, TimeoutQuery};
 use crate::store::{Store, TimeoutCursor};
 
@@ -48,7 +46,7 @@ impl<'a> Timeouts<'a> {
     /// Prepares a run; every channel `timeout.channels` names must be in `channels`.
     pub fn new(
         policy: &'a Policy,
-        channels: &'a BTreeMap<String, Arc<dyn Channel>>,
+        channels: &'a Channels,
         options: RunOptions,
     ) -> Result<Self, Error> {
         let routes: Vec<String> = policy

@@ -1,12 +1,11 @@
 //! The worker test harness: a fresh database (PostgreSQL or SQLite), every channel kind pointed
 //! at servers on 127.0.0.1, and the log channel captured.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::time::Duration;
 
 use signet::crd::SignaturePolicySpec;
-use signet::notify::{self, Channel, RetryPolicy};
+use signet::notify::{self, RetryPolicy};
 use signet::policy::Policy;
 use signet::store::Store;
 use signet::store::testing::{self, Backend, Seed, TestDatabase};
@@ -73,7 +72,7 @@ impl Harness {
         ))
     }
 
-    pub fn channels(&self, spec: &SignaturePolicySpec) -> BTreeMap<String, Arc<dyn Channel>> {
+    pub fn channels(&self, spec: &SignaturePolicySpec) -> notify::Channels {
         let env = |name: &str| self.env.get(name).cloned();
         let http = notify::http_client(notify::HttpTimeouts::default()).unwrap();
         let names: Vec<&str> = spec.channels.iter().map(|c| c.name.as_str()).collect();
