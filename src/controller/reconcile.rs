@@ -65,7 +65,7 @@ pub async fn reconcile(policy: Arc<SignaturePolicy>, ctx: Arc<Context>) -> Resul
 pub fn error_policy(policy: Arc<SignaturePolicy>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.failed(error.reason());
     if !error.is_transient() {
-        tracing::error!(policy = %policy.name_any(), %error, "reconcile failed permanently");
+        tracing::error!(policy = %policy.name_any(), reason = error.reason(), category = error.category(), %error, "reconcile failed permanently");
         return Action::await_change();
     }
     let attempt = ctx.failed(&policy);
@@ -73,7 +73,7 @@ pub fn error_policy(policy: Arc<SignaturePolicy>, error: &Error, ctx: Arc<Contex
     // sooner only earns another 429.
     let asked = error.retry_after().unwrap_or_default().min(BACKOFF_CAP);
     let delay = backoff(attempt, rand::rng().random_range(0.8..1.2)).max(asked);
-    tracing::warn!(policy = %policy.name_any(), %error, attempt, retry_in = ?delay, "reconcile failed");
+    tracing::warn!(policy = %policy.name_any(), reason = error.reason(), category = error.category(), %error, attempt, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
 }
 

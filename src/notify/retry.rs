@@ -130,6 +130,40 @@ mod tests {
         );
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_after_past_the_limit_gives_up_instead_of_waiting() {
+        let policy = RetryPolicy {
+            max_retry_after: Duration::from_secs(60),
+            ..RetryPolicy::default()
+        };
+        let message = Message::for_test(1, NoticeKind::Reminder);
+        let busy = |secs: u64| Error::from_status(429, Some(Duration::from_secs(secs)), "");
+        // Asked to wait 61 s, one past the limit: the send fails now, with the 429, after one
+        // try; the paused clock shows no wait.
+        let channel = Scripted(std::sync::Mutex::new(vec![
+            Err(busy(61)),
+            Ok(Receipt::default()),
+        ]));
+        let started = tokio::time::Instant::now();
+        let (result, _) = policy.send_counted(&channel, &message).await;
+        assert_eq!(result.unwrap_err().reason(), busy(61).reason());
+        assert_eq!(
+            channel.0.lock().unwrap().len(),
+            1,
+            "one try, the second never made"
+        );
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        // At the limit it waits, then sends again.
+        let channel = Scripted(std::sync::Mutex::new(vec![
+            Err(busy(60)),
+            Ok(Receipt::default()),
+        ]));
+        let started = tokio::time::Instant::now();
+        let (result, _) = policy.send_counted(&channel, &message).await;
+        assert!(result.is_ok());
+        assert_eq!(started.elapsed(), Duration::from_secs(60));
+    }
+
     /// Answers from a script, one entry per try, through either kind of channel.
     struct Scripted(std::sync::Mutex<Vec<Result<Receipt, Error>>>);
 
