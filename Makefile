@@ -4,7 +4,7 @@ CARGO  ?= cargo
 PYTHON ?= python3
 CRD    := crds/signaturepolicies.signet.dev.yaml
 CHART  := charts/signet
-# The chart checks use this helm, fetched by hack/get-helm.sh (tests/chart.rs looks here too).
+# The chart checks use this helm, fetched by hack/get-helm.sh (tests/chart/ looks here too).
 HELM   := target/tools/helm
 VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' Cargo.toml | head -n 1)
 IMAGE  ?= ghcr.io/signet-dev/signet:$(VERSION)
@@ -50,7 +50,7 @@ tools:
 
 # The Helm chart, with the real helm: lint, render with default values and with every option
 # on, validate both renders strictly, and make sure each file in ci/bad/ is refused for the
-# reason its first line states. tests/chart.rs checks the rendered flags and RBAC.
+# reason its first line states. tests/chart/ checks the rendered flags and RBAC.
 chart: tools
 	$(HELM) lint --strict $(CHART)
 	$(HELM) lint --strict $(CHART) -f $(CHART)/ci/all-options-values.yaml

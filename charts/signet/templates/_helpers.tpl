@@ -80,7 +80,7 @@ app.kubernetes.io/component: controller
 
 {{/*
 The rules the controller needs where it reconciles policies: cluster-wide (ClusterRole) or in each
-watched namespace (Role). Exactly the API calls in src/controller/; tests/chart.rs holds the same
+watched namespace (Role). Exactly the API calls in src/controller/; tests/chart/ holds the same
 table with the call behind each rule and fails when the two differ.
 */}}
 {{- define "signet.controllerRules" -}}
