@@ -6,8 +6,8 @@
 //!
 //! Measured: write requests per policy on the first reconcile and on a no-op resync, reconciles
 //! per second, no-op reconcile latency (p50, p99), and the process's peak resident memory (the
-//! controller's peak RSS at N policies: its stores hold every owned object as the watches deliver
-//! them, slimmed).
+//! controller's peak RSS at N policies: its stores hold what it remembers of every owned object
+//! the watches deliver).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -111,7 +111,7 @@ fn resolve(policies: &[SignaturePolicy], settings: &WorkerSettings, path: &str) 
 }
 
 /// `desired` as the API server holds it once the controller applied it: stamped, with a uid and
-/// the controller's field manager entry (the watch delivers it whole; the store slims it).
+/// the controller's field manager entry (the watch delivers it; the store keeps what is read).
 fn as_applied<K: OwnedKind>(desired: &K) -> K {
     let (mut object, _) = cache::stamped(desired);
     let meta = object.meta_mut();
@@ -216,7 +216,7 @@ async fn main() {
                     &now,
                 )
                 .summary();
-                // Delivered as the watches deliver them, slimmed into the stores as they are.
+                // Delivered as the watches deliver them, remembered in the stores as they are.
                 let w = &mut writers;
                 let sa = as_applied(&desired.service_account);
                 cache::follow(&mut w.service_accounts, watcher::Event::Apply(sa));

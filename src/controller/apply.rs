@@ -12,7 +12,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::reflector::Store;
 
 use super::build::Desired;
-use super::cache::{self, OwnedKind};
+use super::cache::{self, Owned, OwnedKind};
 use super::context::Context;
 use super::error::Error;
 use super::names;
@@ -63,7 +63,7 @@ pub async fn apply(desired: &Desired, namespace: &str, ctx: &Context) -> Result<
 /// store, or the API server's answer).
 async fn apply_one<K: OwnedKind>(
     ctx: &Context,
-    store: &Store<K>,
+    store: &Store<Owned<K>>,
     namespace: &str,
     desired: &K,
 ) -> Result<(Option<String>, Option<Time>), Error> {
@@ -72,7 +72,7 @@ async fn apply_one<K: OwnedKind>(
     if let Some(stored) = cache::get(store, namespace, &name)
         && cache::in_place(stored.as_ref(), &hash)
     {
-        return Ok((None, stored.meta().creation_timestamp.clone()));
+        return Ok((None, stored.created.clone()));
     }
     let kind = K::kind(&());
     let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
@@ -112,9 +112,8 @@ pub async fn prune(
         .map(|section| names::cronjob(&policy.name, section))
         .filter(|name| !keep.contains(name))
         .filter(|name| {
-            cache::get(&ctx.stores.cron_jobs, &policy.namespace, name).is_some_and(|cj| {
-                cache::managing_policy(&cj.metadata) == Some(policy.name.as_str())
-            })
+            cache::get(&ctx.stores.cron_jobs, &policy.namespace, name)
+                .is_some_and(|cj| cj.policy.as_deref() == Some(policy.name.as_str()))
         })
         .collect();
     let api: Api<CronJob> = Api::namespaced(ctx.client.clone(), &policy.namespace);

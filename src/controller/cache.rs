@@ -1,19 +1,22 @@
 //! The objects the controller owns, as kube-runtime reflector stores fed by label-selected
-//! watches. [`slim`] (the watches' `.modify()`) keeps only what reconciles read: names, uid,
-//! labels, owner references, the creation time, the desired-object hash the controller stamped,
-//! when each field manager last wrote, and a CronJob's last schedule time; the bodies (a CronJob
-//! carries the policy spec in its environment) are dropped, so memory stays small.
-//! [`in_place`] decides from such a stored object alone whether an apply is needed.
+//! watches. A store keeps, per object, only what reconciles read ([`Owned`]): its name, uid,
+//! creation time, owning policy, the desired-object hash the controller stamped, whether another
+//! field manager wrote it since, and a CronJob's last schedule time. Neither bodies nor metadata
+//! maps are kept (a CronJob carries the policy spec in its environment; even an empty typed
+//! CronJob is ~2.9 KB), so an object costs a few hundred bytes.
+//! [`in_place`] decides from such an entry alone whether an apply is needed.
 
+use std::borrow::Cow;
 use std::fmt::Debug;
+use std::marker::PhantomData;
 
 use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::api::batch::v1::{CronJob, CronJobStatus};
+use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::ServiceAccount;
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding, RoleRef};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectMeta, Time};
 use kube::Resource;
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{self, Lookup, ObjectRef, Store};
 use kube::runtime::watcher;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -34,78 +37,120 @@ pub trait OwnedKind:
     + Sync
     + 'static
 {
-    /// Drops the kind's body, keeping what reconciles read of it.
-    fn drop_body(&mut self);
-}
-
-impl OwnedKind for ServiceAccount {
-    fn drop_body(&mut self) {
-        self.automount_service_account_token = None;
-        self.image_pull_secrets = None;
-        self.secrets = None;
+    /// What the controller remembers of `self`; by default, of its metadata alone.
+    fn remember(&self) -> Owned<Self> {
+        Owned::from_meta(self.meta())
     }
 }
 
-impl OwnedKind for Role {
-    fn drop_body(&mut self) {
-        self.rules = None;
-    }
-}
+impl OwnedKind for ServiceAccount {}
 
-impl OwnedKind for RoleBinding {
-    fn drop_body(&mut self) {
-        self.role_ref = RoleRef::default();
-        self.subjects = None;
-    }
-}
+impl OwnedKind for Role {}
+
+impl OwnedKind for RoleBinding {}
 
 impl OwnedKind for CronJob {
-    fn drop_body(&mut self) {
-        self.spec = None;
-        let last_schedule_time = self.status.take().and_then(|s| s.last_schedule_time);
-        self.status = last_schedule_time.map(|time| CronJobStatus {
-            last_schedule_time: Some(time),
-            ..Default::default()
-        });
+    fn remember(&self) -> Owned<Self> {
+        Owned {
+            last_schedule_time: self
+                .status
+                .as_ref()
+                .and_then(|s| s.last_schedule_time.clone()),
+            ..Owned::from_meta(&self.metadata)
+        }
     }
 }
 
-/// Reduces a watched object to what the controller reads (see the module documentation).
-pub fn slim<K: OwnedKind>(object: &mut K) {
-    slim_meta(object.meta_mut());
-    object.drop_body();
+/// What the controller remembers of one owned object of kind `K`: the entry of a reflector
+/// store ([`Lookup`] names it as a `K`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Owned<K> {
+    /// `metadata.name`.
+    pub name: Box<str>,
+    /// `metadata.namespace`.
+    pub namespace: Option<Box<str>>,
+    /// `metadata.uid`.
+    pub uid: Option<Box<str>>,
+    /// `metadata.creationTimestamp` (a CronJob's marks when its section's schedule began).
+    pub created: Option<Time>,
+    /// The policy named by `signet.dev/policy`, when the object is managed by Signet.
+    pub policy: Option<Box<str>>,
+    /// The [`ANNOTATION_DESIRED_HASH`] stamp, when it is one [`stamped`] writes.
+    pub desired_hash: Option<[u8; HASH_BYTES]>,
+    /// Whether another field manager wrote a field Signet writes after Signet's last apply
+    /// (read from `metadata.managedFields`, see [`in_place`]).
+    pub edited_since_applied: bool,
+    /// A CronJob's `status.lastScheduleTime`.
+    pub last_schedule_time: Option<Time>,
+    kind: PhantomData<fn() -> K>,
 }
 
-fn slim_meta(meta: &mut ObjectMeta) {
-    *meta = ObjectMeta {
-        name: meta.name.take(),
-        namespace: meta.namespace.take(),
-        uid: meta.uid.take(),
-        resource_version: meta.resource_version.take(),
-        generation: meta.generation,
-        creation_timestamp: meta.creation_timestamp.take(),
-        deletion_timestamp: meta.deletion_timestamp.take(),
-        labels: meta.labels.take(),
-        owner_references: meta.owner_references.take(),
-        annotations: meta.annotations.take().and_then(|mut all| {
-            let hash = all.remove(ANNOTATION_DESIRED_HASH)?;
-            Some([(ANNOTATION_DESIRED_HASH.to_owned(), hash)].into())
-        }),
-        managed_fields: meta.managed_fields.take().map(|entries| {
-            entries
-                .into_iter()
-                .filter(|e| {
-                    is_ours(e) || (e.subresource.is_none() && touches_what_signet_writes(e))
-                })
-                .map(|e| ManagedFieldsEntry {
-                    manager: e.manager,
-                    time: e.time,
-                    ..Default::default()
-                })
-                .collect()
-        }),
-        ..Default::default()
-    };
+/// Length of the desired-object hash (hex-encoded in the annotation).
+const HASH_BYTES: usize = 16;
+
+impl<K> Owned<K> {
+    /// What is remembered of an object with metadata `meta` (all of it, for kinds whose body
+    /// reconciles do not read). A watch of such a kind need only deliver metadata.
+    pub fn from_meta(meta: &ObjectMeta) -> Self {
+        let desired_hash = meta
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(ANNOTATION_DESIRED_HASH))
+            .and_then(|hex_hash| {
+                let mut hash = [0; HASH_BYTES];
+                hex::decode_to_slice(hex_hash, &mut hash).ok()?;
+                // Only the lowercase form `stamped` writes is a stamp.
+                (hex::encode(hash) == *hex_hash).then_some(hash)
+            });
+        Self {
+            name: meta.name.as_deref().unwrap_or_default().into(),
+            namespace: meta.namespace.as_deref().map(Into::into),
+            uid: meta.uid.as_deref().map(Into::into),
+            created: meta.creation_timestamp.clone(),
+            policy: managing_policy(meta).map(Into::into),
+            desired_hash,
+            edited_since_applied: edited_since_applied(meta),
+            last_schedule_time: None,
+            kind: PhantomData,
+        }
+    }
+}
+
+impl<K: Resource<DynamicType = ()>> Lookup for Owned<K> {
+    type DynamicType = ();
+
+    fn kind(dyntype: &()) -> Cow<'_, str> {
+        K::kind(dyntype)
+    }
+
+    fn group(dyntype: &()) -> Cow<'_, str> {
+        K::group(dyntype)
+    }
+
+    fn version(dyntype: &()) -> Cow<'_, str> {
+        K::version(dyntype)
+    }
+
+    fn plural(dyntype: &()) -> Cow<'_, str> {
+        K::plural(dyntype)
+    }
+
+    fn name(&self) -> Option<Cow<'_, str>> {
+        Some(Cow::Borrowed(&self.name))
+    }
+
+    fn namespace(&self) -> Option<Cow<'_, str>> {
+        self.namespace.as_deref().map(Cow::Borrowed)
+    }
+
+    /// Not kept: the watch resumes from its own resourceVersion, and reconciles do not read it.
+    fn resource_version(&self) -> Option<Cow<'_, str>> {
+        None
+    }
+
+    fn uid(&self) -> Option<Cow<'_, str>> {
+        self.uid.as_deref().map(Cow::Borrowed)
+    }
 }
 
 fn is_ours(entry: &ManagedFieldsEntry) -> bool {
@@ -148,7 +193,7 @@ pub fn managing_policy(meta: &ObjectMeta) -> Option<&str> {
 /// maps sorted), so it is stable across restarts and versions of the controller.
 pub fn stamped<K: OwnedKind>(object: &K) -> (K, String) {
     let json = serde_json::to_vec(object).unwrap_or_default();
-    let hash = hex::encode(&Sha256::digest(&json)[..16]);
+    let hash = hex::encode(&Sha256::digest(&json)[..HASH_BYTES]);
     let mut stamped = object.clone();
     stamped
         .meta_mut()
@@ -160,19 +205,14 @@ pub fn stamped<K: OwnedKind>(object: &K) -> (K, String) {
 
 /// Whether the stored (watched) object is the desired object whose hash is `hash`: it carries
 /// that hash, so the controller applied exactly that object, and no other field manager wrote a
-/// field Signet writes since (a person's `kubectl edit` of the schedule, say). Field managers
-/// record when they last wrote; the API server keeps whole seconds, so an edit in the same
-/// second as the controller's apply is taken as older.
-pub fn in_place<K: OwnedKind>(stored: &K, hash: &str) -> bool {
-    let meta = stored.meta();
-    let stamped = meta
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(ANNOTATION_DESIRED_HASH))
-        .is_some_and(|h| h == hash);
-    stamped && !edited_since_applied(meta)
+/// field Signet writes since (a person's `kubectl edit` of the schedule, say).
+pub fn in_place<K>(stored: &Owned<K>, hash: &str) -> bool {
+    let stamped = stored.desired_hash.is_some_and(|h| hex::encode(h) == hash);
+    stamped && !stored.edited_since_applied
 }
 
+/// Field managers record when they last wrote; the API server keeps whole seconds, so an edit
+/// in the same second as the controller's apply is taken as older. Status writes do not count.
 fn edited_since_applied(meta: &ObjectMeta) -> bool {
     let entries = meta.managed_fields.iter().flatten();
     let when = |e: &ManagedFieldsEntry| e.time.as_ref().map(|t| t.0);
@@ -182,7 +222,7 @@ fn edited_since_applied(meta: &ObjectMeta) -> bool {
         .filter_map(when)
         .max();
     let theirs = entries
-        .filter(|e| !is_ours(e))
+        .filter(|e| !is_ours(e) && e.subresource.is_none() && touches_what_signet_writes(e))
         .map(|e| when(e).unwrap_or_default())
         .max();
     match (ours, theirs) {
@@ -194,22 +234,11 @@ fn edited_since_applied(meta: &ObjectMeta) -> bool {
 
 /// The stored object `namespace/name`, if watched.
 pub fn get<K: OwnedKind>(
-    store: &Store<K>,
+    store: &Store<Owned<K>>,
     namespace: &str,
     name: &str,
-) -> Option<std::sync::Arc<K>> {
+) -> Option<std::sync::Arc<Owned<K>>> {
     store.get(&ObjectRef::new(name).within(namespace))
-}
-
-/// A CronJob's creation time (when its section's schedule began) and last schedule time.
-pub fn cron_job_times(cron_job: &CronJob) -> (Option<&Time>, Option<&Time>) {
-    (
-        cron_job.metadata.creation_timestamp.as_ref(),
-        cron_job
-            .status
-            .as_ref()
-            .and_then(|s| s.last_schedule_time.as_ref()),
-    )
 }
 
 /// What the controller knows of the objects it owns, kept current by watches; reconciles read
@@ -217,25 +246,28 @@ pub fn cron_job_times(cron_job: &CronJob) -> (Option<&Time>, Option<&Time>) {
 #[derive(Clone)]
 pub struct Stores {
     /// Worker CronJobs.
-    pub cron_jobs: Store<CronJob>,
+    pub cron_jobs: Store<Owned<CronJob>>,
     /// Worker ServiceAccounts.
-    pub service_accounts: Store<ServiceAccount>,
+    pub service_accounts: Store<Owned<ServiceAccount>>,
     /// Worker Roles.
-    pub roles: Store<Role>,
+    pub roles: Store<Owned<Role>>,
     /// Worker RoleBindings.
-    pub role_bindings: Store<RoleBinding>,
+    pub role_bindings: Store<Owned<RoleBinding>>,
 }
 
-/// The writing ends of [`Stores`]: the watches' `.reflect()`, or a test playing the watches.
+/// The writing end of a store of `K`s.
+pub type Writer<K> = reflector::store::Writer<Owned<K>>;
+
+/// The writing ends of [`Stores`]: the watches, or a test playing the watches.
 pub struct Writers {
     /// Worker CronJobs.
-    pub cron_jobs: reflector::store::Writer<CronJob>,
+    pub cron_jobs: Writer<CronJob>,
     /// Worker ServiceAccounts.
-    pub service_accounts: reflector::store::Writer<ServiceAccount>,
+    pub service_accounts: Writer<ServiceAccount>,
     /// Worker Roles.
-    pub roles: reflector::store::Writer<Role>,
+    pub roles: Writer<Role>,
     /// Worker RoleBindings.
-    pub role_bindings: reflector::store::Writer<RoleBinding>,
+    pub role_bindings: Writer<RoleBinding>,
 }
 
 /// Empty stores and their writers.
@@ -260,14 +292,29 @@ pub fn stores() -> (Stores, Writers) {
     )
 }
 
-/// Follows one watch event as the watches do: slimmed, then stored.
-pub fn follow<K: OwnedKind>(writer: &mut reflector::store::Writer<K>, event: watcher::Event<K>) {
-    writer.apply_watcher_event(&event.modify(slim));
+/// `event` with each object replaced by what is remembered of it.
+pub fn remembered<W, K>(
+    event: &watcher::Event<W>,
+    remember: impl Fn(&W) -> Owned<K>,
+) -> watcher::Event<Owned<K>> {
+    match event {
+        watcher::Event::Apply(object) => watcher::Event::Apply(remember(object)),
+        watcher::Event::Delete(object) => watcher::Event::Delete(remember(object)),
+        watcher::Event::Init => watcher::Event::Init,
+        watcher::Event::InitApply(object) => watcher::Event::InitApply(remember(object)),
+        watcher::Event::InitDone => watcher::Event::InitDone,
+    }
+}
+
+/// Follows one watch event of whole objects as the watches do: remembered, then stored.
+pub fn follow<K: OwnedKind>(writer: &mut Writer<K>, event: watcher::Event<K>) {
+    writer.apply_watcher_event(&remembered(&event, K::remember));
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::batch::v1::CronJobStatus;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1;
     use serde_json::json;
 
@@ -285,8 +332,10 @@ mod tests {
         }
     }
 
-    fn applied(desired: &CronJob, managers: Vec<ManagedFieldsEntry>) -> (CronJob, String) {
+    fn applied(desired: &CronJob, managers: Vec<ManagedFieldsEntry>) -> (Owned<CronJob>, String) {
         let (mut live, hash) = stamped(desired);
+        live.metadata.uid = Some("uid-1".into());
+        live.metadata.creation_timestamp = Some(at(1_700_000_000));
         live.metadata.managed_fields = Some(managers);
         live.metadata.annotations.as_mut().unwrap().insert(
             "kubectl.kubernetes.io/last-applied-configuration".into(),
@@ -297,8 +346,7 @@ mod tests {
             active: Some(vec![Default::default()]),
             ..Default::default()
         });
-        slim(&mut live);
-        (live, hash)
+        (live.remember(), hash)
     }
 
     fn desired() -> CronJob {
@@ -313,29 +361,32 @@ mod tests {
     }
 
     #[test]
-    fn slimming_keeps_what_reconciles_read() {
+    fn remembering_keeps_what_reconciles_read() {
         let ours = entry(FIELD_MANAGER, 100, json!({"f:spec": {}}));
-        let (live, _) = applied(&desired(), vec![ours]);
+        let (live, hash) = applied(&desired(), vec![ours]);
+        assert_eq!(&*live.name, "p-reminders");
+        assert_eq!(live.namespace.as_deref(), Some("ns"));
+        assert_eq!(live.uid.as_deref(), Some("uid-1"));
+        assert_eq!(live.created, Some(at(1_700_000_000)));
+        assert_eq!(live.policy.as_deref(), Some("p"));
+        assert_eq!(live.desired_hash.map(hex::encode), Some(hash.clone()));
+        assert!(!live.edited_since_applied);
+        assert_eq!(live.last_schedule_time, Some(at(1_800_000_000)));
+        // The store finds it under its name, as a CronJob.
+        let (store, mut writer) = reflector::store::<Owned<CronJob>>();
+        writer.apply_watcher_event(&watcher::Event::Apply(live.clone()));
+        assert_eq!(get(&store, "ns", "p-reminders").as_deref(), Some(&live));
         assert_eq!(
-            live.spec, None,
-            "the body (and the policy in its env) is dropped"
+            ObjectRef::from_obj(&live).to_string(),
+            "CronJob.v1.batch/p-reminders.ns"
         );
-        assert_eq!(managing_policy(&live.metadata), Some("p"));
-        assert_eq!(
-            live.metadata.annotations.as_ref().unwrap().len(),
-            1,
-            "only the desired hash is kept"
-        );
-        assert_eq!(
-            live.status.as_ref().unwrap(),
-            &CronJobStatus {
-                last_schedule_time: Some(at(1_800_000_000)),
-                ..Default::default()
-            }
-        );
-        let kept = &live.metadata.managed_fields.as_ref().unwrap()[0];
-        assert_eq!(kept.fields_v1, None, "field sets are dropped");
-        assert_eq!(kept.time, Some(at(100)));
+        // Not a Signet object, or a stamp `stamped` does not write: neither is remembered.
+        let mut foreign = desired();
+        foreign.metadata.labels = None;
+        let stamp = [(ANNOTATION_DESIRED_HASH.to_owned(), hash.to_uppercase())];
+        foreign.metadata.annotations = Some(stamp.into());
+        let foreign = foreign.remember();
+        assert_eq!((foreign.policy, foreign.desired_hash), (None, None));
     }
 
     #[test]
@@ -382,8 +433,6 @@ mod tests {
         let (relabelled, _) = applied(&desired, vec![ours(), relabel]);
         assert!(!in_place(&relabelled, &hash));
         // Objects applied before the hash existed are applied once more.
-        let mut unstamped = desired.clone();
-        slim(&mut unstamped);
-        assert!(!in_place(&unstamped, &hash));
+        assert!(!in_place(&desired.remember(), &hash));
     }
 }

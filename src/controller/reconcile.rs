@@ -187,8 +187,7 @@ fn observed_schedules(
         .filter_map(|section| {
             let name = names::cronjob(&policy.name_any(), section);
             let cron_job = cache::get(&ctx.stores.cron_jobs, namespace, &name)?;
-            let (_, last_schedule) = cache::cron_job_times(&cron_job);
-            Some((section, last_schedule?.clone()))
+            Some((section, cron_job.last_schedule_time.clone()?))
         })
         .collect()
 }

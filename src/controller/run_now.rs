@@ -55,7 +55,7 @@ async fn start(
             let job_name = names::manual_job(&cron_name, &stamp);
             // Owned by the CronJob, as Kubernetes' own Jobs are, so it goes when the CronJob does.
             let owner = cache::get(&ctx.stores.cron_jobs, &namespace, &cron_name)
-                .and_then(|stored| stored.metadata.uid.clone())
+                .and_then(|stored| stored.uid.as_deref().map(String::from))
                 .map(|uid| OwnerReference {
                     api_version: "batch/v1".into(),
                     kind: "CronJob".into(),

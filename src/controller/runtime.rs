@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::{Stream, StreamExt, TryStreamExt};
+use k8s_openapi::api::batch::v1::CronJob;
 use kube::api::{Api, ListParams};
+use kube::core::PartialObjectMeta;
 use kube::runtime::events::Reporter;
 use kube::runtime::reflector;
 use kube::runtime::{Controller, WatchStreamExt, predicates::generation, watcher};
@@ -201,16 +203,16 @@ fn trigger_hash(policy: &SignaturePolicy) -> Option<u64> {
 
 type Running = futures::future::BoxFuture<'static, ()>;
 
-/// The policy watch as the Controller consumes it: each policy stored in `store` (without its
-/// managed fields), a deleted one forgotten by `ctx` (see [`Context::forget`]), and only the
-/// changes worth a reconcile ([`trigger_hash`]) passed on.
+/// The policy watch as the Controller consumes it: each policy stored in `store` (without what
+/// reconciles do not read, see [`unread_dropped`]), a deleted one forgotten by `ctx` (see
+/// [`Context::forget`]), and only the changes worth a reconcile ([`trigger_hash`]) passed on.
 pub fn policy_triggers(
     events: impl Stream<Item = Result<watcher::Event<SignaturePolicy>, watcher::Error>> + Send,
     store: reflector::store::Writer<SignaturePolicy>,
     ctx: Arc<Context>,
 ) -> impl Stream<Item = Result<SignaturePolicy, watcher::Error>> + Send {
     events
-        .modify(|policy: &mut SignaturePolicy| policy.managed_fields_mut().clear())
+        .modify(unread_dropped)
         .reflect(store)
         .inspect_ok(move |event| {
             if let watcher::Event::Delete(policy) = event {
@@ -219,6 +221,16 @@ pub fn policy_triggers(
         })
         .applied_objects()
         .predicate_filter(trigger_hash, Default::default())
+}
+
+/// Drops from a watched policy what reconciles never read: its managed fields and every
+/// annotation but the run-now request (`kubectl apply` keeps a second copy of the whole spec in
+/// `kubectl.kubernetes.io/last-applied-configuration`).
+fn unread_dropped(policy: &mut SignaturePolicy) {
+    policy.managed_fields_mut().clear();
+    policy
+        .annotations_mut()
+        .retain(|key, _| key == ANNOTATION_RUN_NOW);
 }
 
 /// One controller over one scope (a namespace, or all), and a future that resolves once its
@@ -233,10 +245,16 @@ fn controller_for(
     let owned = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
     let scope = namespace.as_deref();
     let (stores, writers) = cache::stores();
-    let cron_job_events = owned_watch(&client, scope, &owned, writers.cron_jobs);
-    let sa_events = owned_watch(&client, scope, &owned, writers.service_accounts);
-    let role_events = owned_watch(&client, scope, &owned, writers.roles);
-    let rb_events = owned_watch(&client, scope, &owned, writers.role_bindings);
+    // A CronJob's status is read (its last schedule time), so its watch delivers whole objects;
+    // of the others only metadata is read, and only metadata is asked for.
+    let cron_job_events = owned_watch(
+        watcher(scoped(&client, scope), owned.clone()),
+        CronJob::remember,
+        writers.cron_jobs,
+    );
+    let sa_events = owned_metadata_watch(&client, scope, &owned, writers.service_accounts);
+    let role_events = owned_metadata_watch(&client, scope, &owned, writers.roles);
+    let rb_events = owned_metadata_watch(&client, scope, &owned, writers.role_bindings);
 
     let reporter = Reporter {
         controller: EVENT_REPORTER.into(),
@@ -295,21 +313,42 @@ where
     }
 }
 
-type OwnedEvents<K> = futures::stream::BoxStream<'static, Result<K, watcher::Error>>;
+type OwnedEvents<W> = futures::stream::BoxStream<'static, Result<W, watcher::Error>>;
 
-/// A watch of objects Signet manages, by label, slimmed ([`cache::slim`]) into `store`.
-fn owned_watch<K: OwnedKind>(
+/// A watch of objects Signet manages: what is remembered of each ([`cache::Owned`]) goes into
+/// `store`; the objects themselves go on to the Controller (which maps them to their owners)
+/// and are dropped.
+fn owned_watch<W, K>(
+    events: impl Stream<Item = Result<watcher::Event<W>, watcher::Error>> + Send + 'static,
+    remember: fn(&W) -> cache::Owned<K>,
+    mut store: cache::Writer<K>,
+) -> OwnedEvents<W>
+where
+    W: Resource + Send + 'static,
+    K: OwnedKind,
+{
+    events
+        .default_backoff()
+        .inspect_ok(move |event| store.apply_watcher_event(&cache::remembered(event, remember)))
+        .touched_objects()
+        .boxed()
+}
+
+/// [`owned_watch`] of a kind whose metadata is all reconciles read: a metadata-only watch.
+fn owned_metadata_watch<K: OwnedKind>(
     client: &Client,
     namespace: Option<&str>,
     config: &watcher::Config,
-    store: reflector::store::Writer<K>,
-) -> OwnedEvents<K> {
-    watcher(scoped::<K>(client, namespace), config.clone())
-        .default_backoff()
-        .modify(cache::slim)
-        .reflect(store)
-        .touched_objects()
-        .boxed()
+    store: cache::Writer<K>,
+) -> OwnedEvents<PartialObjectMeta<K>> {
+    owned_watch(
+        watcher(
+            scoped::<PartialObjectMeta<K>>(client, namespace),
+            config.clone(),
+        ),
+        |object| cache::Owned::from_meta(&object.metadata),
+        store,
+    )
 }
 
 /// Resolves once the stop flag is set.
@@ -467,6 +506,34 @@ mod tests {
         assert!(changed(&policy, |p| {
             status(p).timeouts.as_mut().unwrap().last_successful_run_at = Some(at(1_800_000_000));
         }));
+    }
+
+    #[test]
+    fn a_stored_policy_keeps_what_reconciles_read() {
+        let mut policy = policy();
+        policy.metadata.annotations = Some(
+            [
+                (ANNOTATION_RUN_NOW.into(), "reminders".into()),
+                (
+                    "kubectl.kubernetes.io/last-applied-configuration".into(),
+                    "{...}".into(),
+                ),
+            ]
+            .into(),
+        );
+        policy.metadata.managed_fields = Some(vec![Default::default()]);
+        let mut stored = policy.clone();
+        unread_dropped(&mut stored);
+        assert_eq!(
+            stored.annotations().keys().collect::<Vec<_>>(),
+            [ANNOTATION_RUN_NOW]
+        );
+        assert!(stored.managed_fields().is_empty());
+        assert_eq!(trigger_hash(&stored), trigger_hash(&policy));
+        assert_eq!(
+            (&stored.spec, &stored.status),
+            (&policy.spec, &policy.status)
+        );
     }
 
     #[test]

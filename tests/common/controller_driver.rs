@@ -15,14 +15,13 @@ use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::runtime::controller::Action;
 use kube::runtime::events::Reporter;
-use kube::runtime::reflector::store::Writer;
 use kube::runtime::watcher;
 use rand::Rng;
 use rand::rngs::StdRng;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use signet::controller::build::WorkerSettings;
-use signet::controller::cache::{self, OwnedKind, Writers};
+use signet::controller::cache::{self, OwnedKind, Writer, Writers};
 use signet::controller::metrics::Metrics;
 use signet::controller::reconcile::{BACKOFF_CAP, Context, error_policy, reconcile};
 use signet::crd::SignaturePolicy;
@@ -101,7 +100,7 @@ pub fn requeue_after(action: &Action) -> Option<Duration> {
     Some(Duration::from_secs_f64(number.parse::<f64>().ok()? * scale))
 }
 
-/// What a watch does with a change: the object, slimmed, into the store.
+/// What a watch does with a change: what is remembered of the object, into the store.
 pub fn index<K: OwnedKind + DeserializeOwned>(
     store: &mut Writer<K>,
     object: Option<Value>,

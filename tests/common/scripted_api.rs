@@ -16,12 +16,11 @@ use kube::Client;
 use kube::client::Body;
 use kube::runtime::controller::Action;
 use kube::runtime::events::Reporter;
-use kube::runtime::reflector::store::Writer;
 use kube::runtime::watcher;
 use serde_json::{Value, json};
 use signet::admission::Admission;
 use signet::controller::build::{self, WorkerSettings};
-use signet::controller::cache::{self, OwnedKind, Writers};
+use signet::controller::cache::{self, OwnedKind, Writer, Writers};
 use signet::controller::metrics::Metrics;
 use signet::controller::reconcile::{Context, reconcile};
 use signet::controller::staleness::Report;
@@ -404,7 +403,7 @@ pub fn humantime_like(text: &str) -> f64 {
     }
 }
 
-/// What a watch does with an object it sees: slims it into the store.
+/// What a watch does with an object it sees: remembers it in the store.
 pub fn follow<K: OwnedKind>(writer: &mut Writer<K>, object: K) {
     cache::follow(writer, watcher::Event::Apply(object));
 }
