@@ -347,50 +347,60 @@ async fn an_invalid_spec_sets_ready_false_and_touches_no_cron_job() {
     h.reconcile(&reported, vec![]).await.unwrap();
 }
 
+/// The requeue delay of `action`, in seconds (`None`: wait for a change).
+fn delay_secs(action: &Action) -> Option<f64> {
+    let text = format!("{action:?}");
+    let inner = text.split("Some(").nth(1)?.split(')').next()?;
+    Some(humantime_like(inner))
+}
+
 #[tokio::test]
 async fn api_errors_back_off_per_object_without_a_hot_loop() {
+    // Two policies failing in turn: each backs off on its own count (1, 2, 4, 8 s), which a
+    // counter shared between policies would turn into 1, 2, 4, ... 128 s.
     let mut h = harness();
-    let policy = policy("minimal.yaml");
-    let path = const_format(NS, "/serviceaccounts/enrollment-agreements-signet-worker");
-    let mut delays = Vec::new();
+    let first = policy("minimal.yaml");
+    let mut second = first.clone();
+    second.metadata.name = Some("other-agreements".into());
+    second.metadata.uid = Some("other-uid".into());
+    let account = |name: &str| const_format(NS, &format!("/serviceaccounts/{name}-signet-worker"));
+    let mut delays: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
     for _ in 0..4 {
-        let err = h
-            .reconcile(
-                &policy,
-                vec![failing(
-                    Method::PATCH,
-                    path,
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                )],
-            )
-            .await
-            .unwrap_err();
-        assert_eq!(
-            (err.reason(), err.category()),
-            ("ApplyFailed", "ServerError")
-        );
-        assert!(err.is_transient());
-        let action = error_policy(Arc::new(policy.clone()), &err, h.ctx.clone());
-        delays.push(format!("{action:?}"));
+        for (i, policy) in [&first, &second].into_iter().enumerate() {
+            let path = account(&policy.metadata.name.clone().unwrap());
+            let err = h
+                .reconcile(
+                    policy,
+                    vec![failing(
+                        Method::PATCH,
+                        path,
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                    )],
+                )
+                .await
+                .unwrap_err();
+            assert_eq!(
+                (err.reason(), err.category()),
+                ("ApplyFailed", "ServerError")
+            );
+            assert!(err.is_transient());
+            let action = error_policy(Arc::new(policy.clone()), &err, h.ctx.clone());
+            delays[i].push(delay_secs(&action).expect("a transient error is retried"));
+        }
     }
-    let secs: Vec<f64> = delays
-        .iter()
-        .map(|d| {
-            let inner = d.split("Some(").nth(1).unwrap().split(')').next().unwrap();
-            humantime_like(inner)
-        })
-        .collect();
-    for (i, expected) in [1.0, 2.0, 4.0, 8.0].iter().enumerate() {
-        assert!(
-            (secs[i] / expected - 1.0).abs() <= 0.21,
-            "retry {i}: {} s, expected about {expected} s",
-            secs[i]
-        );
+    for (i, secs) in delays.iter().enumerate() {
+        for (retry, expected) in [1.0, 2.0, 4.0, 8.0].iter().enumerate() {
+            assert!(
+                (secs[retry] / expected - 1.0).abs() <= 0.21,
+                "policy {i}, retry {retry}: {} s, expected about {expected} s ({delays:?})",
+                secs[retry]
+            );
+        }
     }
     assert!(
         h.metrics
             .encode()
-            .contains("signet_reconcile_errors_total{reason=\"ApplyFailed\"} 4")
+            .contains("signet_reconcile_errors_total{reason=\"ApplyFailed\"} 8")
     );
 }
 
@@ -409,9 +419,18 @@ async fn a_conflict_on_the_status_write_is_retried() {
         (err.reason(), err.category()),
         ("StatusWriteFailed", "Conflict")
     );
-    assert!(
-        matches!(error_policy(Arc::new(policy), &err, h.ctx.clone()), a if a != Action::await_change())
-    );
+    // A conflict is transient: retried soon (the first backoff step, 1 s with jitter), not
+    // left waiting for a change.
+    let action = error_policy(Arc::new(policy.clone()), &err, h.ctx.clone());
+    let delay = delay_secs(&action).expect("a conflict is retried");
+    assert!((0.79..=1.21).contains(&delay), "retried after {delay} s");
+    // And the retry, with nothing else in between, writes the status and succeeds.
+    let retry = vec![step(
+        Method::PATCH,
+        const_format(POLICIES, "/enrollment-agreements/status"),
+        |b, _| assert_eq!(b["status"]["conditions"][0]["type"], "Ready"),
+    )];
+    h.reconcile(&policy, retry).await.unwrap();
 }
 
 #[tokio::test]
