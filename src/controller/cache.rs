@@ -360,6 +360,41 @@ mod tests {
         .unwrap()
     }
 
+    /// The controller waits for every store before its first reconcile: a store must not be
+    /// ready while the first list is still arriving, and must be, with what was listed, once
+    /// it is complete.
+    #[tokio::test(start_paused = true)]
+    async fn ready_after_the_first_list() {
+        let (stores, mut writers) = stores();
+        let role = Role {
+            metadata: ObjectMeta {
+                name: Some("p-signet-worker".into()),
+                namespace: Some("ns".into()),
+                labels: Some([(LABEL_POLICY.to_owned(), "p".to_owned())].into()),
+                ..ObjectMeta::default()
+            },
+            ..Role::default()
+        };
+        follow(&mut writers.roles, watcher::Event::Init);
+        follow(&mut writers.roles, watcher::Event::InitApply(role));
+        let early = tokio::time::timeout(
+            std::time::Duration::from_secs(3600),
+            stores.roles.wait_until_ready(),
+        );
+        assert!(early.await.is_err(), "ready before the list was complete");
+        assert!(
+            stores.roles.state().is_empty(),
+            "a partial list is not served"
+        );
+        follow(&mut writers.roles, watcher::Event::InitDone);
+        let done = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            stores.roles.wait_until_ready(),
+        );
+        assert!(done.await.is_ok(), "not ready after InitDone");
+        assert_eq!(stores.roles.state().len(), 1);
+    }
+
     #[test]
     fn remembering_keeps_what_reconciles_read() {
         let ours = entry(FIELD_MANAGER, 100, json!({"f:spec": {}}));
