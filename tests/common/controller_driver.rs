@@ -2,7 +2,7 @@
 //! reconciled, then requeued at the delay `reconcile` or `error_policy` returns (one slot per
 //! policy, the earlier time wins); the owned-object caches follow the API's changes and an owner
 //! is triggered when one of its objects changes, as the watches would, optionally lagging.
-//! Included by `tests/faults_controller.rs`.
+//! Included by `tests/faults_controller/main.rs`.
 
 #![allow(dead_code)]
 
@@ -23,7 +23,7 @@ use serde_json::Value;
 use signet::controller::build::WorkerSettings;
 use signet::controller::cache::{self, OwnedKind, Writer, Writers};
 use signet::controller::metrics::Metrics;
-use signet::controller::reconcile::{BACKOFF_CAP, Context, error_policy, reconcile};
+use signet::controller::reconcile::{BACKOFF_BASE, BACKOFF_CAP, Context, error_policy, reconcile};
 use signet::crd::SignaturePolicy;
 
 use crate::fake_api::{Change, FakeApi, OWNED};
@@ -60,6 +60,9 @@ pub struct Driver {
     /// Retries after a 429 carrying `Retry-After`: how many waited as asked, and which did not.
     pub retry_after_honoured: u64,
     pub retry_after_ignored: Vec<String>,
+    /// Retries scheduled sooner than the backoff schedule allows for their streak (at least
+    /// 0.8 × min(2^(k-1) × base, cap) after the k-th consecutive failure).
+    pub backoff_too_short: Vec<String>,
     /// When set, the watches lag: after each reconcile they deliver what is pending (in order)
     /// only half the time, so reconciles also run on stale caches.
     pub watch_lag: Option<StdRng>,
@@ -135,6 +138,7 @@ impl Driver {
             panics: Vec::new(),
             retry_after_honoured: 0,
             retry_after_ignored: Vec::new(),
+            backoff_too_short: Vec::new(),
             watch_lag: None,
             pending: Vec::new(),
         };
@@ -298,6 +302,7 @@ impl Driver {
                 run.failures += 1;
                 run.streak += 1;
                 run.longest_streak = run.longest_streak.max(run.streak);
+                let streak = run.streak;
                 self.retries += 1;
                 let action = error_policy(policy, &error, self.ctx.clone());
                 let delay = requeue_after(&action);
@@ -305,6 +310,17 @@ impl Driver {
                     delay.is_some(),
                     "a transient error is retried: {error} gave {action:?}"
                 );
+                let floor = BACKOFF_BASE
+                    .saturating_mul(1 << (streak - 1).min(16))
+                    .min(BACKOFF_CAP)
+                    .mul_f64(0.8);
+                if let Some(delay) = delay
+                    && delay < floor
+                {
+                    self.backoff_too_short.push(format!(
+                        "{key}: failure {streak} in a row retried after {delay:?} < {floor:?}"
+                    ));
+                }
                 // The request that failed the reconcile is the last fault injected in it.
                 let asked = self.api.state().last_fault.and_then(|(_, after)| after);
                 if let (Some(asked), Some(delay)) = (asked, delay) {

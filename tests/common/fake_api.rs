@@ -3,7 +3,7 @@
 //! name and answers exactly what `reconcile` sends: reads and server-side applies of the owned
 //! kinds, merge patches of a policy and its status, creates of Events and Jobs, deletes of
 //! CronJobs. Anything else is recorded as unexpected. Faults are injected at a seeded rate, or
-//! scripted one at a time. Included by `tests/faults_controller.rs`.
+//! scripted one at a time. Included by `tests/faults_controller/main.rs`.
 
 #![allow(dead_code)]
 
@@ -65,6 +65,8 @@ pub struct State {
     pub lost_answers: u64,
     pub changes: Vec<Change>,
     pub unexpected: Vec<String>,
+    /// Injected 429s that carried `Retry-After`.
+    pub retry_after_sent: u64,
     /// The last fault injected: code and `Retry-After`.
     pub last_fault: Option<(u16, Option<u64>)>,
     /// One-shot faults for targeted tests: the next request with this method whose path ends so
@@ -288,6 +290,9 @@ impl FakeApi {
             let write = method != Method::GET;
             let lose = write && code >= 500 && rng.random_bool(0.5);
             *state.injected.entry(code).or_default() += 1;
+            if retry_after.is_some() {
+                state.retry_after_sent += 1;
+            }
             state.last_fault = Some((code, retry_after));
             if let Some(policy) = &current {
                 state.counted.entry(policy.clone()).or_default().injected += 1;

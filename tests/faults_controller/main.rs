@@ -3,15 +3,16 @@
 //! a seeded share of requests on every verb with 500, 503 and 429 (with and without
 //! `Retry-After`), status writes also with 409; half the failed writes take effect before their
 //! answer is lost. A driver (`common/controller_driver.rs`) plays kube's `Controller` on a
-//! virtual clock, with watches that lag. Checked: no panic; requests bounded by the backoff
-//! schedule and never sooner than `Retry-After`; every policy converges at its first reconcile
+//! virtual clock, with watches that lag. Checked: no panic; retries spaced by the backoff
+//! schedule and never sooner than `Retry-After` (which each scenario injects and sees honoured);
+//! requests bounded by the external events and the faults injected; every policy converges at its first reconcile
 //! once faults stop; a converged controller sends nothing; one Job per run-now request; a policy
 //! changed while the controller was down is reconciled on start.
 //! `SIGNET_FAULT_SEED=<n>` replays the API's faults (the backoff jitter stays random).
 
-#[path = "common/controller_driver.rs"]
+#[path = "../common/controller_driver.rs"]
 mod controller_driver;
-#[path = "common/fake_api.rs"]
+#[path = "../common/fake_api.rs"]
 mod fake_api;
 
 use std::collections::{BTreeMap, HashMap};
@@ -148,10 +149,11 @@ fn attempts_within(window: Duration) -> u64 {
     }
 }
 
-/// Most requests one reconcile sends: a read and an apply per owned object (service account,
-/// role, role binding, two CronJobs), a CronJob delete, a Job, the annotation clear, the status
-/// patch, and Events (Applied, Pruned, Stale or Recovered, manual run).
-const MAX_REQUESTS_PER_RECONCILE: u64 = 2 * 5 + 1 + 1 + 1 + 1 + 4;
+/// Most requests one reconcile sends: a server-side apply per owned object (service account,
+/// role, role binding, two CronJobs; the reflector stores replace reads), a CronJob delete, a
+/// Job, the annotation clear, the status patch, and Events (Applied, Pruned, Stale or
+/// Recovered, manual run).
+const MAX_REQUESTS_PER_RECONCILE: u64 = 5 + 1 + 1 + 1 + 1 + 4;
 
 fn seed() -> u64 {
     std::env::var("SIGNET_FAULT_SEED")
@@ -174,6 +176,10 @@ const EDITS_AT: [Duration; 3] = [
     Duration::from_secs(1_200),
     Duration::from_secs(1_790),
 ];
+
+/// Events outside the controller that schedule each policy during the faults: the policy watch's
+/// initial list at start and at the restart, and each spec edit.
+const EXTERNAL_EVENTS: u64 = 2 + EDITS_AT.len() as u64;
 
 #[tokio::test(flavor = "current_thread")]
 async fn under_api_faults_the_controller_backs_off_then_converges_and_goes_quiet() {
@@ -272,6 +278,7 @@ async fn scenario(seed: u64, rate: f64) {
             state.by_verb.clone(),
         )
     };
+    let retry_after_sent = api.state().retry_after_sent;
     let runs_during = driver.runs.clone();
     let retries_during = driver.retries;
     let longest_streak = runs_during
@@ -327,10 +334,20 @@ async fn scenario(seed: u64, rate: f64) {
     for key in &keys {
         let run = runs_during.get(key).copied().unwrap_or_default();
         let counted = during.get(key).copied().unwrap_or_default();
-        // Each streak of failures (one to start, one after each success, one after the
-        // restart) fits the backoff schedule; each watch event (an edit, a write of its own)
-        // adds at most one reconcile.
-        let reconciles = (2 + run.successes) * attempts_within(FAULTY_FOR) + run.triggers;
+        // What schedules a reconcile, none of it counted from the controller's own writes:
+        // the watches' initial lists (start, restart) and the spec edits; a retry after each
+        // failed reconcile, which took at least one injected fault; and a watch event of the
+        // controller's own writes, which change something only in the first reconcile after
+        // an external event or after a failed one (applies are idempotent), so at most one
+        // follow-up for each of those. The retries' spacing is checked against the backoff
+        // schedule by the driver (`backoff_too_short`).
+        let reconciles = 2 * (EXTERNAL_EVENTS + counted.injected);
+        if run.failures > counted.injected {
+            over_bound.push(format!(
+                "{key}: {} failed reconciles with {} faults injected",
+                run.failures, counted.injected
+            ));
+        }
         let bound = reconciles * MAX_REQUESTS_PER_RECONCILE;
         bound_total += bound;
         if counted.requests > bound || run.reconciles > reconciles {
@@ -369,7 +386,7 @@ async fn scenario(seed: u64, rate: f64) {
         FAULTY_FOR.as_secs()
     );
     println!(
-        "  retries after a 429 with Retry-After: {} waited at least as asked, {} sooner",
+        "  retries after a 429 with Retry-After ({retry_after_sent} sent): {} waited at least as asked, {} sooner",
         driver.retry_after_honoured,
         driver.retry_after_ignored.len()
     );
@@ -413,6 +430,19 @@ async fn scenario(seed: u64, rate: f64) {
         "over the backoff bound: {over_bound:#?}"
     );
     assert!(
+        driver.backoff_too_short.is_empty(),
+        "retried sooner than the backoff schedule: {:#?}",
+        driver.backoff_too_short
+    );
+    assert!(
+        retry_after_sent > 0,
+        "the scenario injected 429s with Retry-After"
+    );
+    assert!(
+        driver.retry_after_honoured > 0,
+        "a reconcile failed by a 429 with Retry-After was retried as asked ({retry_after_sent} sent)"
+    );
+    assert!(
         driver.retry_after_ignored.is_empty(),
         "retried sooner than Retry-After: {:#?}",
         driver.retry_after_ignored
@@ -428,221 +458,4 @@ async fn scenario(seed: u64, rate: f64) {
     );
 }
 
-/// Objects a controller reconciling generation 1 of `policy` left in the API, and that status.
-async fn reconciled_generation_1(policy: &SignaturePolicy) -> FakeApi {
-    let api = FakeApi::default();
-    api.put("signaturepolicies", serde_json::to_value(policy).unwrap());
-    let mut before = Driver::start(&api, true);
-    while before.step(Duration::ZERO, Duration::ZERO).await {}
-    let key = format!(
-        "{}/{}",
-        policy.metadata.namespace.as_deref().unwrap(),
-        policy.metadata.name.as_deref().unwrap()
-    );
-    assert_eq!(not_converged(&api, &key), None);
-    api
-}
-
-/// The spec edit made while the controller was down: a new reminder schedule, timeouts off.
-fn edit_while_down(api: &FakeApi, namespace: &str, name: &str) -> Value {
-    let mut stored = api.get("signaturepolicies", namespace, name).unwrap();
-    stored["spec"]["reminders"]["schedule"] = json!("15 * * * *");
-    stored["spec"].as_object_mut().unwrap().remove("timeout");
-    stored["metadata"]["generation"] = json!(2);
-    api.put("signaturepolicies", stored.clone());
-    stored
-}
-
-#[tokio::test(flavor = "current_thread")]
-async fn a_policy_changed_while_the_controller_was_down_is_reconciled_on_start() {
-    let mut policy = example("full.yaml");
-    policy.metadata.namespace = Some("enrollment".into());
-    for synced in [true, false] {
-        let api = reconciled_generation_1(&policy).await;
-        let mut stored = api
-            .get("signaturepolicies", "enrollment", "enrollment-agreements")
-            .unwrap();
-        assert_eq!(stored["status"]["observedGeneration"], 1);
-        stored["spec"]["reminders"]["schedule"] = json!("15 * * * *");
-        stored["metadata"]["generation"] = json!(2);
-        api.put("signaturepolicies", stored);
-        let old = api
-            .get("cronjobs", "enrollment", "enrollment-agreements-reminders")
-            .unwrap();
-        assert_eq!(old["spec"]["schedule"], "*/30 * * * *");
-
-        // Restart: a fresh Context, caches synced from the API or not yet.
-        let mut driver = Driver::start(&api, synced);
-        let requests = api.state().requests;
-        assert!(driver.step(Duration::ZERO, Duration::ZERO).await);
-        let sent = api.state().requests - requests;
-        let cron_job = api
-            .get("cronjobs", "enrollment", "enrollment-agreements-reminders")
-            .unwrap();
-        assert_eq!(cron_job["spec"]["schedule"], "15 * * * *");
-        let stored = api
-            .get("signaturepolicies", "enrollment", "enrollment-agreements")
-            .unwrap();
-        assert_eq!(stored["status"]["observedGeneration"], 2);
-        assert_eq!(
-            not_converged(&api, "enrollment/enrollment-agreements"),
-            None
-        );
-        println!(
-            "restart with caches {}: the first reconcile sent {sent} requests and brought generation 2 in",
-            if synced { "synced" } else { "empty" }
-        );
-        assert!(api.state().unexpected.is_empty());
-    }
-}
-
-#[tokio::test(flavor = "current_thread")]
-async fn a_section_disabled_while_the_controller_was_down_is_pruned_on_start() {
-    let mut policy = example("full.yaml");
-    policy.metadata.namespace = Some("enrollment".into());
-    for synced in [true, false] {
-        let api = reconciled_generation_1(&policy).await;
-        edit_while_down(&api, "enrollment", "enrollment-agreements");
-        let mut driver = Driver::start(&api, synced);
-        assert!(driver.step(Duration::ZERO, Duration::ZERO).await);
-        if !synced {
-            // The CronJob watch lists the old CronJob after the first reconcile; that triggers
-            // the reconcile which prunes it.
-            driver.sync_all_triggering();
-            while driver.step(Duration::ZERO, Duration::ZERO).await {}
-        }
-        assert_eq!(
-            api.get("cronjobs", "enrollment", "enrollment-agreements-timeouts"),
-            None,
-            "the disabled section's CronJob is deleted (caches {})",
-            if synced { "synced" } else { "empty" }
-        );
-        let stored = api
-            .get("signaturepolicies", "enrollment", "enrollment-agreements")
-            .unwrap();
-        assert_eq!(stored["status"]["observedGeneration"], 2);
-        assert!(stored["status"]["timeouts"].is_null());
-        assert_eq!(
-            not_converged(&api, "enrollment/enrollment-agreements"),
-            None
-        );
-        assert!(api.state().unexpected.is_empty());
-    }
-}
-
-/// Regression: `error_policy` retried a 429 after its own backoff (about 1 s at first) even when
-/// the API server had asked for more with `Retry-After`.
-#[tokio::test(flavor = "current_thread")]
-async fn a_429_with_retry_after_is_not_retried_sooner() {
-    let api = FakeApi::default();
-    let mut policy = example("minimal.yaml");
-    policy.metadata.namespace = Some("enrollment".into());
-    api.put("signaturepolicies", serde_json::to_value(&policy).unwrap());
-    let driver = Driver::start(&api, true);
-    let stored: SignaturePolicy = serde_json::from_value(
-        api.get("signaturepolicies", "enrollment", "enrollment-agreements")
-            .unwrap(),
-    )
-    .unwrap();
-    let policy = Arc::new(stored);
-    for (retry_after, floor) in [(30, 30), (3_600, BACKOFF_CAP.as_secs())] {
-        {
-            let mut state = api.state();
-            state.faults = Some(Faults {
-                rate: 1.0,
-                retry_after,
-            });
-            // Seeds until the first request's fault is a 429 with Retry-After.
-            let seed = (0..)
-                .find(|seed| {
-                    let mut rng = StdRng::seed_from_u64(*seed);
-                    rng.random_bool(1.0);
-                    rng.random_range(0..4) == 3
-                })
-                .unwrap();
-            state.rng = Some(StdRng::seed_from_u64(seed));
-        }
-        let error = reconcile(policy.clone(), driver.ctx.clone())
-            .await
-            .expect_err("the API refuses");
-        assert_eq!(
-            (error.reason(), error.category()),
-            ("ApplyFailed", "TooManyRequests")
-        );
-        let delay = requeue_after(&error_policy(policy.clone(), &error, driver.ctx.clone()));
-        assert!(
-            delay.is_some_and(|d| d >= Duration::from_secs(floor)),
-            "Retry-After {retry_after}s: retried after {delay:?}"
-        );
-    }
-}
-
-/// Regression: a manual run's Job was named after the policy's resourceVersion when the
-/// reconcile ran, so when clearing the annotation failed and anything else wrote the policy
-/// before the retry (a worker's status report, a spec edit), the retry started a second Job.
-#[tokio::test(flavor = "current_thread")]
-async fn a_manual_run_starts_one_job_even_when_the_policy_changes_before_the_retry() {
-    let api = FakeApi::default();
-    let mut policy = example("minimal.yaml");
-    policy.metadata.namespace = Some("enrollment".into());
-    policy.metadata.annotations = Some([(RUN_NOW.to_owned(), "reminders".to_owned())].into());
-    api.put("signaturepolicies", serde_json::to_value(&policy).unwrap());
-    api.state().scripted.push((
-        Method::PATCH,
-        "/signaturepolicies/enrollment-agreements".into(),
-        500,
-    ));
-    let mut driver = Driver::start(&api, true);
-    assert!(driver.step(Duration::ZERO, Duration::ZERO).await);
-    assert_eq!(driver.runs["enrollment/enrollment-agreements"].failures, 1);
-    assert_eq!(api.list("jobs").len(), 1, "the Job started");
-    // A worker reports a run meanwhile.
-    let mut stored = api
-        .get("signaturepolicies", "enrollment", "enrollment-agreements")
-        .unwrap();
-    stored["status"]["reminders"]["lastSuccessfulRunAt"] = json!("2026-01-01T00:00:00Z");
-    api.put("signaturepolicies", stored);
-    while driver.step(BACKOFF_CAP, Duration::ZERO).await {}
-    let jobs: Vec<Value> = api
-        .list("jobs")
-        .iter()
-        .map(|j| j["metadata"]["name"].clone())
-        .collect();
-    assert_eq!(jobs.len(), 1, "one Job for one request: {jobs:?}");
-    assert_eq!(
-        not_converged(&api, "enrollment/enrollment-agreements"),
-        None
-    );
-}
-
-#[test]
-fn requeue_delays_are_read_from_actions() {
-    assert_eq!(
-        requeue_after(&Action::requeue(Duration::from_millis(1_500))),
-        Some(Duration::from_millis(1_500))
-    );
-    assert_eq!(
-        requeue_after(&Action::requeue(Duration::from_secs(300))),
-        Some(Duration::from_secs(300))
-    );
-    assert_eq!(requeue_after(&Action::await_change()), None);
-    assert_eq!(attempts_within(Duration::ZERO), 1);
-    // 0.8 + 1.6 + 3.2 = 5.6 s
-    assert_eq!(attempts_within(Duration::from_secs_f64(5.6)), 4);
-}
-
-#[test]
-fn containment_ignores_server_added_fields() {
-    let wanted = json!({"spec": {"schedule": "* * * * *", "list": [{"a": 1}]}});
-    let actual = json!({"spec": {"schedule": "* * * * *", "list": [{"a": 1, "b": 2}], "extra": true}, "status": {}});
-    assert!(contains(&actual, &wanted));
-    assert!(!contains(
-        &json!({"spec": {"schedule": "0 * * * *", "list": [{"a": 1}]}}),
-        &wanted
-    ));
-    assert!(!contains(
-        &json!({"spec": {"schedule": "* * * * *", "list": []}}),
-        &wanted
-    ));
-    assert!(!contains(&json!({}), &wanted));
-}
+mod regressions;
