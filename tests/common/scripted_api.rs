@@ -1,4 +1,4 @@
-//! The scripted Kubernetes API of `tests/controller_reconcile.rs` (tower-test behind
+//! The scripted Kubernetes API of `tests/controller_reconcile/` (tower-test behind
 //! `kube::Client::new`): each test lists the requests the controller must make, in order, with
 //! checks on their bodies and the answers the "API server" gives; anything else fails the test.
 //! Also the fixtures those tests share: policies from `examples/`, their reconciled status, and
