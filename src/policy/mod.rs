@@ -30,7 +30,6 @@ pub use workflow::Workflow;
 #[derive(Clone, Debug)]
 pub struct Policy {
     spec: SignaturePolicySpec,
-    zone: TimeZone,
     reminders_schedule: Option<Schedule>,
     timeout_schedule: Option<Schedule>,
     timing: Timing,
@@ -66,8 +65,6 @@ impl Policy {
             s.parse::<Schedule>().map_err(|e| at(path)(e.to_string()))
         };
         Ok(Self {
-            zone: time::zone(&spec.time_zone)
-                .ok_or_else(|| at("spec.timeZone")("not a known IANA time zone".into()))?,
             reminders_schedule: spec
                 .reminders
                 .as_ref()
@@ -92,7 +89,7 @@ impl Policy {
 
     /// `spec.timeZone`.
     pub fn zone(&self) -> &TimeZone {
-        &self.zone
+        &self.timing.zone
     }
 
     /// The schedule of `section`'s CronJob, when the section is enabled.

@@ -67,6 +67,30 @@ pub fn to_chrono(at: Timestamp) -> DateTime<Utc> {
 mod tests {
     use super::*;
 
+    /// Template times (`worker::deliver`) print as chrono-tz printed them: the zone's
+    /// abbreviation, or its numeric one where the database has no letters for it.
+    #[test]
+    fn template_times_print_with_the_zone_abbreviation() {
+        use chrono::TimeZone as _;
+        let at: Timestamp = "2026-04-10T07:00:00Z".parse().unwrap();
+        for name in [
+            "Europe/Berlin",
+            "Asia/Kathmandu",
+            "America/Sao_Paulo",
+            "UTC",
+        ] {
+            let ours = at
+                .to_zoned(zone(name).unwrap())
+                .strftime("%Y-%m-%d %H:%M %Z")
+                .to_string();
+            let tz: chrono_tz::Tz = name.parse().unwrap();
+            let chrono = tz
+                .from_utc_datetime(&to_chrono(at).naive_utc())
+                .format("%Y-%m-%d %H:%M %Z");
+            assert_eq!(ours, chrono.to_string(), "{name}");
+        }
+    }
+
     #[test]
     fn instants_survive_the_round_trip_through_chrono() {
         for text in [

@@ -98,13 +98,6 @@ impl Timing {
             .unwrap_or_else(|| self.zone.clone())
     }
 
-    /// [`Timing::signer_zone`] as a chrono-tz zone, for `worker::deliver`, which still formats
-    /// its template times with chrono.
-    pub fn zone_for(&self, workflow: &Workflow) -> chrono_tz::Tz {
-        let zone = self.signer_zone(workflow);
-        time::zone_name(&zone).parse().unwrap_or(chrono_tz::UTC)
-    }
-
     /// Every notice due for `workflow` at `now`, sent now or held by the send window.
     pub fn assess(&self, workflow: &Workflow, now: DateTime<Utc>) -> Vec<DueNotice> {
         let mut due = Vec::new();

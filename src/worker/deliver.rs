@@ -15,7 +15,7 @@ use super::{Error, RunOptions};
 use crate::notify::{self, Channel, Channels, Digest, DigestChannel, Message};
 use crate::policy::NoticeKind;
 use crate::policy::templates::TemplateContext;
-use crate::policy::{Policy, Timing};
+use crate::policy::{Policy, Timing, time};
 use crate::store::{ClaimedDelivery, Failure, Outcome, Store};
 
 /// What happened to the deliveries a run held. Serialized flat into the run's summary line.
@@ -368,10 +368,11 @@ impl<'a> Deliverer<'a> {
 
     fn context(&self, delivery: &ClaimedDelivery) -> TemplateContext {
         let workflow = &delivery.workflow;
-        let zone = self.policy.timing().zone_for(workflow);
+        let zone = self.policy.timing().signer_zone(workflow);
         let local = |t: DateTime<Utc>| {
-            t.with_timezone(&zone)
-                .format("%Y-%m-%d %H:%M %Z")
+            time::from_chrono(t)
+                .to_zoned(zone.clone())
+                .strftime("%Y-%m-%d %H:%M %Z")
                 .to_string()
         };
         let deadline = self.policy.timing().deadline(workflow);
