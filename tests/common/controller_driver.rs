@@ -13,7 +13,6 @@ use std::time::Duration;
 use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use kube::runtime::controller::Action;
 use kube::runtime::events::Reporter;
 use kube::runtime::watcher;
 use rand::Rng;
@@ -93,15 +92,7 @@ fn context(api: &FakeApi) -> (Arc<Context>, Writers) {
     (ctx, writers)
 }
 
-/// kube offers no getter for an `Action`'s requeue delay; its `Debug` form shows it.
-pub fn requeue_after(action: &Action) -> Option<Duration> {
-    let text = format!("{action:?}");
-    let inner = text.split("Some(").nth(1)?.split(')').next()?;
-    let (number, scale) = [("ns", 1e-9), ("µs", 1e-6), ("ms", 1e-3), ("s", 1.0)]
-        .iter()
-        .find_map(|(unit, scale)| inner.strip_suffix(unit).map(|n| (n, *scale)))?;
-    Some(Duration::from_secs_f64(number.parse::<f64>().ok()? * scale))
-}
+pub use super::requeue::requeue_after;
 
 /// What a watch does with a change: what is remembered of the object, into the store.
 pub fn index<K: OwnedKind + DeserializeOwned>(

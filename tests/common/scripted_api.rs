@@ -392,17 +392,6 @@ pub fn const_format(prefix: &'static str, rest: &str) -> &'static str {
     Box::leak(format!("{prefix}{rest}").into_boxed_str())
 }
 
-/// Seconds from a `Duration` debug string such as `1.2s` or `812.5ms`.
-pub fn humantime_like(text: &str) -> f64 {
-    if let Some(ms) = text.strip_suffix("ms") {
-        ms.parse::<f64>().unwrap() / 1000.0
-    } else if let Some(s) = text.strip_suffix('s') {
-        s.parse().unwrap()
-    } else {
-        panic!("unexpected duration {text}")
-    }
-}
-
 /// What a watch does with an object it sees: remembers it in the store.
 pub fn follow<K: OwnedKind>(writer: &mut Writer<K>, object: K) {
     cache::follow(writer, watcher::Event::Apply(object));

@@ -2,6 +2,8 @@
 //! requests the controller must make, in order, with the parts of their bodies that matter, and
 //! the answers the "API server" gives. Anything else the controller sends fails the test.
 
+#[path = "../common/requeue.rs"]
+mod requeue;
 #[path = "../common/scripted_api.rs"]
 mod scripted_api;
 
@@ -349,9 +351,7 @@ async fn an_invalid_spec_sets_ready_false_and_touches_no_cron_job() {
 
 /// The requeue delay of `action`, in seconds (`None`: wait for a change).
 fn delay_secs(action: &Action) -> Option<f64> {
-    let text = format!("{action:?}");
-    let inner = text.split("Some(").nth(1)?.split(')').next()?;
-    Some(humantime_like(inner))
+    requeue::requeue_after(action).map(|d| d.as_secs_f64())
 }
 
 #[tokio::test]

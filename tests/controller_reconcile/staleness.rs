@@ -238,15 +238,7 @@ async fn a_fresh_section_is_looked_at_again_when_it_would_turn_stale() {
     assert_eq!(stale_condition(&policy).status, "False");
     h.observe(&policy);
     let action = h.reconcile(&policy, vec![]).await.unwrap();
-    let wait = humantime_like(
-        format!("{action:?}")
-            .split("Some(")
-            .nth(1)
-            .unwrap()
-            .split(')')
-            .next()
-            .unwrap(),
-    );
+    let wait = delay_secs(&action).expect("a requeue");
     assert!(
         (12.0 * 60.0..=42.0 * 60.0 + 2.0).contains(&wait),
         "requeued in {wait} s"

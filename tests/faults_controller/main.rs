@@ -14,6 +14,8 @@
 mod controller_driver;
 #[path = "../common/fake_api.rs"]
 mod fake_api;
+#[path = "../common/requeue.rs"]
+mod requeue;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
