@@ -8,8 +8,7 @@ pub mod openapi;
 use kube::core::cel::{CompiledSchema, Validator, compile_schema};
 use serde_json::Value;
 
-use crate::constants::{API_GROUP_VERSION, POLICY_KIND};
-use crate::crd::{CLOCK_PATTERN, SignaturePolicy, definition};
+use crate::crd::{CLOCK_PATTERN, SignaturePolicy, definition, expect_policy};
 use crate::duration::{DURATION_PATTERN, Duration};
 use crate::policy::Policy;
 use crate::policy::validate::{self, FieldError};
@@ -70,24 +69,8 @@ impl Admission {
     /// Runs every check on one object, as parsed from YAML or JSON.
     pub fn check(&self, mut object: Value) -> Verdict {
         let mut errors = Vec::new();
-        let api_version = object
-            .get("apiVersion")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let kind = object
-            .get("kind")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        if api_version != API_GROUP_VERSION || kind != POLICY_KIND {
-            let found = if object.is_object() {
-                format!("apiVersion {api_version:?}, kind {kind:?}")
-            } else {
-                "not a mapping".to_owned()
-            };
-            errors.push(FieldError::new(
-                "",
-                format!("not a SignaturePolicy: expected apiVersion {API_GROUP_VERSION:?} and kind {POLICY_KIND:?}, found {found}"),
-            ));
+        if let Err(message) = expect_policy(&object) {
+            errors.push(FieldError::new("", message));
             return Verdict {
                 policy: None,
                 errors,

@@ -10,7 +10,6 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
-use crate::constants::{API_GROUP_VERSION, POLICY_KIND};
 use crate::crd::{RunOutcome, SignaturePolicy, SignaturePolicySpec};
 use crate::manifests::read_documents;
 use crate::notify::{self, EnvLookup, HttpTimeouts, log::SharedWriter};
@@ -134,18 +133,7 @@ fn decode_spec(value: Value) -> Result<SignaturePolicySpec, FieldError> {
     if !whole {
         return serde_path_to_error::deserialize(value).map_err(|e| decode_error("spec", e));
     }
-    let api_version = value.get("apiVersion").and_then(Value::as_str);
-    let kind = value.get("kind").and_then(Value::as_str);
-    if api_version != Some(API_GROUP_VERSION) || kind != Some(POLICY_KIND) {
-        return Err(FieldError::new(
-            "",
-            format!(
-                "not a SignaturePolicy: expected apiVersion {API_GROUP_VERSION:?} and kind {POLICY_KIND:?}, found apiVersion {:?}, kind {:?}",
-                api_version.unwrap_or_default(),
-                kind.unwrap_or_default()
-            ),
-        ));
-    }
+    crate::crd::expect_policy(&value).map_err(|message| FieldError::new("", message))?;
     serde_path_to_error::deserialize::<_, SignaturePolicy>(value)
         .map(|policy| policy.spec)
         .map_err(|e| decode_error("", e))

@@ -366,6 +366,30 @@ impl SignaturePolicySpec {
     }
 }
 
+/// `Err` naming what `object` is when it is not a SignaturePolicy of this API version (checked by
+/// its `apiVersion` and `kind`, before anything else is read).
+pub fn expect_policy(object: &serde_json::Value) -> Result<(), String> {
+    use crate::constants::{API_GROUP_VERSION, POLICY_KIND};
+    let field = |name: &str| {
+        object
+            .get(name)
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+    };
+    let (api_version, kind) = (field("apiVersion"), field("kind"));
+    if api_version == API_GROUP_VERSION && kind == POLICY_KIND {
+        return Ok(());
+    }
+    let found = if object.is_object() {
+        format!("apiVersion {api_version:?}, kind {kind:?}")
+    } else {
+        "not a mapping".to_owned()
+    };
+    Err(format!(
+        "not a SignaturePolicy: expected apiVersion {API_GROUP_VERSION:?} and kind {POLICY_KIND:?}, found {found}"
+    ))
+}
+
 /// The CustomResourceDefinition installed in clusters (what `signet crd` prints).
 ///
 /// Adds the rules kube-derive cannot express on the root: the policy name becomes a label value,
