@@ -483,6 +483,8 @@ mod tests {
             started_at: at(1_800_000_000),
             finished_at: at(1_800_000_060),
             outcome: RunOutcome::Failed,
+            reason: None,
+            message: None,
             due: 3,
             sent: 0,
             held: 0,

@@ -80,6 +80,23 @@ pub enum RunOutcome {
     Failed,
     /// The worker's configuration is wrong (exit code 2).
     ConfigError,
+    /// The worker was asked to stop (SIGTERM) before it finished: it stopped claiming, let the
+    /// sends in flight finish and left the rest for the next run (exit code 1).
+    Interrupted,
+    /// The Job failed without the worker reporting (OOM-killed, deadline exceeded, backoff
+    /// limit, a pod that could not start): written by the controller from the Job and its pods.
+    JobFailed,
+}
+
+impl RunOutcome {
+    /// Whether a run with this outcome handled what was due (`Succeeded`,
+    /// `CompletedWithFailures`).
+    pub fn completed(self) -> bool {
+        matches!(
+            self,
+            RunOutcome::Succeeded | RunOutcome::CompletedWithFailures
+        )
+    }
 }
 
 /// Result of one `send-reminders` run.
@@ -94,6 +111,14 @@ pub struct ReminderRun {
     pub finished_at: Time,
     /// How it ended.
     pub outcome: RunOutcome,
+    /// Why, for an outcome other than `Succeeded`: a stable word such as `ChannelRejected`,
+    /// `DatabaseUnavailable`, `Interrupted`, or the Job's own (`BackoffLimitExceeded`,
+    /// `DeadlineExceeded`, `CreateContainerConfigError`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// What happened, for a person (never a secret or a URL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
     /// Notifications due when the run looked.
     #[schemars(range(min = 0))]
     pub due: i64,
@@ -123,6 +148,14 @@ pub struct TimeoutRun {
     pub finished_at: Time,
     /// How it ended.
     pub outcome: RunOutcome,
+    /// Why, for an outcome other than `Succeeded`: a stable word such as `ChannelRejected`,
+    /// `DatabaseUnavailable`, `Interrupted`, or the Job's own (`BackoffLimitExceeded`,
+    /// `DeadlineExceeded`, `CreateContainerConfigError`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// What happened, for a person (never a secret or a URL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
     /// Workflows marked `timed_out`.
     #[schemars(range(min = 0))]
     pub timed_out: i64,

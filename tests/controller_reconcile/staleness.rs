@@ -11,6 +11,8 @@ fn reminder_run(finished: &Time, outcome: RunOutcome, job: &str) -> ReminderRun 
         started_at: finished.clone(),
         finished_at: finished.clone(),
         outcome,
+        reason: None,
+        message: None,
         due: 5,
         sent: 0,
         held: 0,

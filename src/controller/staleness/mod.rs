@@ -189,9 +189,9 @@ impl LastRun {
         }
     }
 
-    /// Whether the run failed as a whole (`Failed` or `ConfigError`).
+    /// Whether the run failed as a whole (`Failed`, `ConfigError`, `Interrupted`, `JobFailed`).
     pub fn failed(&self) -> bool {
-        matches!(self.outcome, RunOutcome::Failed | RunOutcome::ConfigError)
+        !self.outcome.completed()
     }
 }
 

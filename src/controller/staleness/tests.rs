@@ -297,6 +297,8 @@ fn failing_reminders() -> SignaturePolicyStatus {
                 started_at: Time(t("2026-11-20T11:30:00Z")),
                 finished_at: Time(t("2026-11-20T11:30:07Z")),
                 outcome: RunOutcome::Failed,
+                reason: None,
+                message: None,
                 due: 4,
                 sent: 0,
                 held: 0,

@@ -197,6 +197,8 @@ impl SectionRun {
             started_at,
             finished_at,
             outcome,
+            reason: None,
+            message: None,
             due: count(summary.due),
             sent: count(summary.deliveries.sent),
             held: count(summary.held),
@@ -220,6 +222,8 @@ impl SectionRun {
             started_at,
             finished_at,
             outcome,
+            reason: None,
+            message: None,
             timed_out: count(summary.timed_out),
             alerted: count(summary.alerts.sent),
             failed: count(summary.alerts.failed),
@@ -244,10 +248,7 @@ impl SectionRun {
 
     /// `Succeeded` or `CompletedWithFailures`: the run completed, so it sets `lastSuccessfulRunAt`.
     pub fn is_successful(&self) -> bool {
-        matches!(
-            self.outcome(),
-            RunOutcome::Succeeded | RunOutcome::CompletedWithFailures
-        )
+        self.outcome().completed()
     }
 
     /// When the run started.

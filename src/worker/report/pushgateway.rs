@@ -96,6 +96,8 @@ fn outcome_name(outcome: RunOutcome) -> &'static str {
         RunOutcome::CompletedWithFailures => "CompletedWithFailures",
         RunOutcome::Failed => "Failed",
         RunOutcome::ConfigError => "ConfigError",
+        RunOutcome::Interrupted => "Interrupted",
+        RunOutcome::JobFailed => "JobFailed",
     }
 }
 
