@@ -2,7 +2,8 @@
 //! `SIGNET_POLICY` as JSON, or a YAML file) and parse it once ([`Policy::parse`]: the API server
 //! already admitted it, so no schema or CEL is run here), find the database URL, then run or
 //! plan. A run ends with one JSON summary line on stdout.
-//! Exit codes: 0 the run completed, 1 a transient failure aborted it, 2 configuration error.
+//! Exit codes: 0 the run completed, 1 it failed (a transient error aborted it, a channel rejected
+//! it, or it was interrupted by SIGTERM), 2 configuration error.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -16,7 +17,9 @@ use crate::notify::{self, EnvLookup, HttpTimeouts, log::SharedWriter};
 use crate::policy::{FieldError, Policy, Section};
 use crate::store::{ConnectOptions, Store};
 use crate::worker::report::{self, ReportArgs, ReportTarget, SectionRun};
-use crate::worker::{self, Error, Run, RunOptions, RunSummary, TimeoutSummary, Timeouts};
+use crate::worker::{
+    self, DeliveryCounts, Error, Run, RunOptions, RunSummary, Stop, TimeoutSummary, Timeouts,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 /// Where the policy and the database come from (shared by `send-reminders` and `plan`).
@@ -81,6 +84,12 @@ pub struct RunArgs {
     /// timeout); a send that times out is retried, and counted as a possible duplicate.
     #[arg(long, env = "SIGNET_SEND_TIMEOUT", default_value = "30s")]
     pub send_timeout: crate::duration::Duration,
+
+    /// After SIGTERM, how long sends in flight may take to finish; those still unanswered are
+    /// retried by the next run (as possible duplicates). Keep it well under the pod's
+    /// terminationGracePeriodSeconds (30s by default).
+    #[arg(long, env = "SIGNET_SHUTDOWN_GRACE", default_value = "10s")]
+    pub shutdown_grace: crate::duration::Duration,
 }
 
 /// How `plan` prints.
@@ -197,6 +206,7 @@ impl RunArgs {
             batch_size: self.batch_size,
             concurrency: usize::from(self.concurrency),
             send_timeout: self.send_timeout.to_std(),
+            shutdown_grace: self.shutdown_grace.to_std(),
             ..RunOptions::default()
         }
     }
@@ -216,7 +226,7 @@ pub async fn send_reminders(args: &SendRemindersArgs, env: EnvLookup<'_>, out: S
     let result = async {
         let (policy, url, channels) =
             prepare(&args.policy, &args.run, env, &out, Section::Reminders)?;
-        let run = Run::new(&policy, &channels, args.run.options())?;
+        let run = Run::new(&policy, &channels, args.run.options())?.with_stop(on_sigterm());
         let store = connect(&url, policy.spec(), 4).await?;
         let summary = run.send_reminders(&store).await;
         store.close().await;
@@ -227,7 +237,7 @@ pub async fn send_reminders(args: &SendRemindersArgs, env: EnvLookup<'_>, out: S
         &target,
         started,
         result,
-        RunSummary::outcome,
+        |summary: &RunSummary| &summary.deliveries,
         SectionRun::reminders,
         &out,
     )
@@ -241,7 +251,7 @@ pub async fn check_timeouts(args: &CheckTimeoutsArgs, env: EnvLookup<'_>, out: S
     let result = async {
         let (policy, url, channels) =
             prepare(&args.policy, &args.run, env, &out, Section::Timeouts)?;
-        let run = Timeouts::new(&policy, &channels, args.run.options())?;
+        let run = Timeouts::new(&policy, &channels, args.run.options())?.with_stop(on_sigterm());
         let store = connect(&url, policy.spec(), 4).await?;
         let summary = run.check_timeouts(&store).await;
         store.close().await;
@@ -252,7 +262,7 @@ pub async fn check_timeouts(args: &CheckTimeoutsArgs, env: EnvLookup<'_>, out: S
         &target,
         started,
         result,
-        TimeoutSummary::outcome,
+        |summary: &TimeoutSummary| &summary.alerts,
         SectionRun::timeouts,
         &out,
     )
@@ -285,36 +295,59 @@ async fn conclude<S: serde::Serialize + Default>(
     target: &ReportTarget,
     started: (Instant, Time),
     result: Result<S, Error>,
-    outcome: impl Fn(&S) -> RunOutcome,
+    counts: impl Fn(&S) -> &DeliveryCounts,
     section_run: impl Fn(String, Time, Time, RunOutcome, &S) -> SectionRun,
     out: &SharedWriter,
 ) -> u8 {
-    let (line, run_outcome, code) = finish(
-        started.0,
-        result
-            .as_ref()
-            .map(|s| (outcome(s), serde_json::to_value(s))),
-        out,
-    );
+    let ended = match &result {
+        Ok(summary) => Ended::Ran {
+            counts: counts(summary),
+            summary: serde_json::to_value(summary).expect("summaries serialize"),
+        },
+        Err(err) => Ended::Aborted(err),
+    };
+    let (line, outcome, reason, code) = finish(started.0, ended, out);
     let summary = result.unwrap_or_default();
-    let run = section_run(target.job.clone(), started.1, now(), run_outcome, &summary);
+    let run =
+        section_run(target.job.clone(), started.1, now(), outcome, &summary).with_reason(reason);
     report::publish(target, &run, &line).await;
     code
 }
 
-/// Writes the summary line; returns it with the run's outcome and exit code.
+/// How a run ended, for [`finish`].
+enum Ended<'a> {
+    /// It ran to its end: its counts and its summary line.
+    Ran {
+        counts: &'a DeliveryCounts,
+        summary: Value,
+    },
+    /// An error aborted it.
+    Aborted(&'a Error),
+}
+
+/// Writes the summary line; returns it with the run's outcome, its reason and message (for
+/// `lastRun`) and the exit code.
 fn finish(
     started: Instant,
-    result: Result<(RunOutcome, serde_json::Result<Value>), &Error>,
+    ended: Ended<'_>,
     out: &SharedWriter,
-) -> (Value, RunOutcome, u8) {
-    let (line, outcome, code) = match result {
-        Ok((outcome, summary)) => {
-            let mut line = summary.expect("summaries serialize");
+) -> (Value, RunOutcome, Option<(&'static str, String)>, u8) {
+    let (line, outcome, reason, code) = match ended {
+        Ended::Ran { counts, summary } => {
+            let mut line = summary;
+            let outcome = counts.outcome();
             line["outcome"] = json!(outcome);
-            (line, outcome, 0)
+            let reason = counts.failure();
+            if let Some((reason, message)) = &reason {
+                tracing::error!(reason, "{message}");
+                line["reason"] = json!(reason);
+            }
+            // A rejected channel or an interruption fails the Job, so Kubernetes' own signals
+            // (the Job's Failed condition, kube-state-metrics) see it too.
+            let code = if outcome.completed() { 0 } else { 1 };
+            (line, outcome, reason, code)
         }
-        Err(err) => {
+        Ended::Aborted(err) => {
             tracing::error!(reason = err.reason(), "{err}");
             let outcome = if err.is_configuration() {
                 RunOutcome::ConfigError
@@ -327,12 +360,46 @@ fn finish(
                 "error": err.to_string(),
                 "durationMs": started.elapsed().as_millis() as u64,
             });
-            (line, outcome, err.exit_code())
+            (
+                line,
+                outcome,
+                Some((err.reason(), err.to_string())),
+                err.exit_code(),
+            )
         }
     };
     let mut writer = out.lock().unwrap_or_else(|e| e.into_inner());
     let _ = writeln!(writer, "{line}").and_then(|()| writer.flush());
-    (line, outcome, code)
+    (line, outcome, reason, code)
+}
+
+/// A [`Stop`] requested when the process gets SIGTERM (what the kubelet sends a pod it stops:
+/// a Job deleted, a node drained, `activeDeadlineSeconds` reached) or SIGINT.
+fn on_sigterm() -> Stop {
+    let stop = Stop::default();
+    let requested = stop.clone();
+    tokio::spawn(async move {
+        let terminate = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut signal) => {
+                    signal.recv().await;
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot listen for SIGTERM");
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        tokio::select! {
+            () = terminate => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        tracing::warn!(
+            "asked to stop: claiming nothing more, finishing the sends in flight, leaving the rest due for the next run"
+        );
+        requested.request();
+    });
+    stop
 }
 
 /// The current instant as the status writes it.

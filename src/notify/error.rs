@@ -1,6 +1,8 @@
 //! [`Error`]: why a delivery failed, classified once so that every caller agrees: permanent
-//! (4xx other than 408/429, SMTP 5xx: that row only) or transient (429, 5xx, timeouts: retried),
-//! and unconfirmed when the provider may have accepted the message without answering.
+//! (4xx other than 408/429, SMTP 5xx) or transient (429, 5xx, timeouts: retried); unconfirmed
+//! when the provider may have accepted the message without answering; and whether it speaks
+//! about the channel (every send through it will fail the same way: a revoked key, a wrong
+//! URL, a failed SMTP login, an unreachable host) or about this one message.
 
 use std::time::Duration;
 
@@ -77,6 +79,34 @@ impl Error {
         matches!(self, Error::Timeout | Error::NoAnswer(_))
     }
 
+    /// Whether the failure is the channel's, not the message's: every other send through the
+    /// channel would fail the same way, so the run stops using it and leaves its deliveries due.
+    ///
+    /// Channel-level: HTTP 401, 403, 404, 405, 407 and 410 from the provider's endpoint (the
+    /// key or the URL is wrong); SMTP 530, 534 and 535 (authentication); TLS, DNS and
+    /// connection failures after the in-run retries; a channel that cannot work as configured.
+    /// Everything else (400, 413, 422 naming a field, SMTP 550 or 553 for a recipient, a bad
+    /// address) concerns the message alone.
+    pub fn rejects_channel(&self) -> bool {
+        match self {
+            Error::Rejected {
+                status: Some(status),
+                ..
+            } => CHANNEL_STATUSES.contains(status),
+            Error::Network(_) | Error::Config(_) => true,
+            _ => false,
+        }
+    }
+
+    /// The provider's HTTP status or SMTP code, when it answered with one.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Error::Rejected { status, .. } | Error::Unavailable { status, .. } => *status,
+            Error::RateLimited { .. } => Some(429),
+            _ => None,
+        }
+    }
+
     /// How long the provider asked to wait.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
@@ -126,6 +156,11 @@ impl Error {
     }
 }
 
+/// Answers that condemn the channel rather than the message: HTTP 401 (bad key), 403 (key
+/// without the permission), 404, 405 and 410 (wrong URL), 407 (proxy authentication), and SMTP
+/// 530, 534 and 535 (authentication required, mechanism too weak, credentials invalid).
+const CHANNEL_STATUSES: [u16; 9] = [401, 403, 404, 405, 407, 410, 530, 534, 535];
+
 /// A reqwest error and its causes as one line, without the request's URL: reqwest puts the
 /// whole URL (path, query, credentials) into its message, and a Slack or webhook URL, or a URL
 /// with a password, is a secret.
@@ -155,5 +190,39 @@ mod tests {
             "ProviderRejected"
         );
         assert!(Error::Timeout.is_transient() && !Error::Config("x".into()).is_transient());
+    }
+
+    #[test]
+    fn failures_are_the_channels_or_the_messages() {
+        for status in [401, 403, 404, 405, 407, 410] {
+            let err = Error::from_status(status, None, "");
+            assert!(err.rejects_channel(), "{status}");
+            assert_eq!(err.status(), Some(status));
+        }
+        for status in [400, 409, 413, 422, 429, 500, 503] {
+            assert!(
+                !Error::from_status(status, None, "").rejects_channel(),
+                "{status}"
+            );
+        }
+        let smtp = |status| Error::Rejected {
+            status: Some(status),
+            message: String::new(),
+        };
+        for status in [530, 534, 535] {
+            assert!(smtp(status).rejects_channel(), "{status}");
+        }
+        for status in [550, 553, 554] {
+            assert!(!smtp(status).rejects_channel(), "{status}");
+        }
+        assert!(Error::Network("connection refused".into()).rejects_channel());
+        assert!(Error::Config("no `to`".into()).rejects_channel());
+        let bad_address = Error::Rejected {
+            status: None,
+            message: "not an email address".into(),
+        };
+        for row in [Error::Timeout, Error::NoAnswer("reset".into()), bad_address] {
+            assert!(!row.rejects_channel(), "{row:?}");
+        }
     }
 }

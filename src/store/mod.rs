@@ -185,6 +185,15 @@ impl Failure {
     }
 }
 
+/// What [`Store::release`] did with the unsent deliveries it was given.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Released {
+    /// Log rows deleted with the claims they belonged to (those notices are due again).
+    pub undone: u64,
+    /// Log rows left pending for the next run's recovery.
+    pub kept: u64,
+}
+
 /// How a delivery ended.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Outcome {
@@ -408,6 +417,23 @@ impl Store {
         match self {
             Store::Postgres(s) => s.complete(outcomes).await,
             Store::Sqlite(s) => s.complete(outcomes).await,
+        }
+    }
+
+    /// Gives back deliveries this run claimed and did not send (their channel rejected the run,
+    /// or the worker was asked to stop), so that nothing is consumed: a claim none of whose
+    /// deliveries went out is undone on the workflow, as if it had never been made (the
+    /// reminder counter and `last_reminded_at`, or the notice's timestamp, go back; its log rows
+    /// go), so the notice is due again by its own schedule; any other (a sibling channel sent
+    /// it, the workflow moved on, a timeout alert) stays pending, due for the next run's
+    /// recovery at once, without the attempt counted. Only rows still pending change.
+    pub async fn release(&self, unsent: &[(i64, Failure)]) -> Result<Released> {
+        if unsent.is_empty() {
+            return Ok(Released::default());
+        }
+        match self {
+            Store::Postgres(s) => s.release(unsent).await,
+            Store::Sqlite(s) => s.release(unsent).await,
         }
     }
 

@@ -11,7 +11,8 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use uuid::Uuid;
 
 use super::{
-    ClaimedDelivery, ConnectOptions, DueCursor, Error, Outcome, Result, TimedOut, TimeoutCursor,
+    ClaimedDelivery, ConnectOptions, DueCursor, Error, Failure, Outcome, Released, Result,
+    TimedOut, TimeoutCursor,
 };
 use crate::policy::{DueQuery, NoticeKind, TimeoutQuery, Workflow};
 
@@ -90,6 +91,12 @@ const RECOVER: &str = sql!("recover");
 
 /// Records outcomes, one array element per delivery.
 const COMPLETE: &str = sql!("complete");
+
+/// Undoes the claims of unsent deliveries that have nothing left ([`super::Store::release`]).
+const RELEASE_UNDO: &str = sql!("release_undo");
+
+/// Leaves the other unsent deliveries due without counting the attempt.
+const RELEASE_KEEP: &str = sql!("release_keep");
 
 impl PgStore {
     pub(super) async fn connect(url: &str, options: &ConnectOptions) -> Result<Self> {
@@ -309,6 +316,34 @@ impl PgStore {
             .await
             .map_err(Error::query("recovering expired deliveries"))?;
         rows.iter().map(delivery).collect()
+    }
+
+    pub(super) async fn release(&self, unsent: &[(i64, Failure)]) -> Result<Released> {
+        let ids: Vec<i64> = unsent.iter().map(|(id, _)| *id).collect();
+        let reasons: Vec<&str> = unsent.iter().map(|(_, f)| f.reason).collect();
+        let errors: Vec<&str> = unsent.iter().map(|(_, f)| f.error.as_str()).collect();
+        let failed = Error::query("giving back unsent deliveries");
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(Error::query("starting a release"))?;
+        let undone = sqlx::query(RELEASE_UNDO)
+            .bind(&ids)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(Error::query("giving back unsent deliveries"))?
+            .len() as u64;
+        let kept = sqlx::query(RELEASE_KEEP)
+            .bind(&ids)
+            .bind(reasons)
+            .bind(errors)
+            .execute(&mut *tx)
+            .await
+            .map_err(Error::query("giving back unsent deliveries"))?
+            .rows_affected();
+        tx.commit().await.map_err(failed)?;
+        Ok(Released { undone, kept })
     }
 
     pub(super) async fn complete(&self, outcomes: &[(i64, Outcome)]) -> Result<()> {

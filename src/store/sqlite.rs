@@ -13,8 +13,8 @@ use sqlx::sqlite::{
 use uuid::Uuid;
 
 use super::{
-    ClaimedDelivery, ConnectOptions, DueCursor, DueQuery, Error, NoticeKind, Outcome, Result,
-    TimedOut, TimeoutCursor, TimeoutQuery, Workflow, idempotency_key,
+    ClaimedDelivery, ConnectOptions, DueCursor, DueQuery, Error, Failure, NoticeKind, Outcome,
+    Released, Result, TimedOut, TimeoutCursor, TimeoutQuery, Workflow, idempotency_key,
 };
 
 /// A SQLite connection pool.
@@ -60,6 +60,18 @@ const WORKFLOW: &str = sql!("workflow");
 
 /// Records one delivery's outcome.
 const COMPLETE: &str = sql!("complete");
+
+/// The claims of unsent deliveries that have nothing left ([`super::Store::release`]).
+const RELEASE_GROUPS: &str = sql!("release_groups");
+
+/// Undoes one such claim on its workflow.
+const RELEASE_UNDO: &str = sql!("release_undo");
+
+/// Deletes one such claim's log rows.
+const RELEASE_DELETE: &str = sql!("release_delete");
+
+/// Leaves another unsent delivery due without counting the attempt.
+const RELEASE_KEEP: &str = sql!("release_keep");
 
 /// A modifier for SQLite's date functions: `+900.000 seconds`.
 fn seconds_modifier(seconds: f64) -> String {
@@ -306,6 +318,54 @@ impl SqliteStore {
             .map_err(Error::query("committing a recovery"))?;
         recovered.sort_by_key(|d| d.log_id);
         Ok(recovered)
+    }
+
+    pub(super) async fn release(&self, unsent: &[(i64, Failure)]) -> Result<Released> {
+        let failed = Error::query("giving back unsent deliveries");
+        let ids: Vec<i64> = unsent.iter().map(|(id, _)| *id).collect();
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(Error::query("starting a release"))?;
+        let groups = sqlx::query(RELEASE_GROUPS)
+            .bind(json(&ids))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(Error::query("giving back unsent deliveries"))?;
+        let mut released = Released::default();
+        for group in &groups {
+            let workflow: String = group.try_get("workflow_id").map_err(data)?;
+            let kind: String = group.try_get("kind").map_err(data)?;
+            let sequence: i32 = group.try_get("sequence").map_err(data)?;
+            sqlx::query(RELEASE_UNDO)
+                .bind(&workflow)
+                .bind(&kind)
+                .bind(sequence)
+                .execute(&mut *tx)
+                .await
+                .map_err(Error::query("undoing unsent claims"))?;
+            released.undone += sqlx::query(RELEASE_DELETE)
+                .bind(&workflow)
+                .bind(&kind)
+                .bind(sequence)
+                .execute(&mut *tx)
+                .await
+                .map_err(Error::query("undoing unsent claims"))?
+                .rows_affected();
+        }
+        for (id, failure) in unsent {
+            released.kept += sqlx::query(RELEASE_KEEP)
+                .bind(id)
+                .bind(failure.reason)
+                .bind(&failure.error)
+                .execute(&mut *tx)
+                .await
+                .map_err(Error::query("giving back unsent deliveries"))?
+                .rows_affected();
+        }
+        tx.commit().await.map_err(failed)?;
+        Ok(released)
     }
 
     pub(super) async fn complete(&self, outcomes: &[(i64, Outcome)]) -> Result<()> {

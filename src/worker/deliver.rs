@@ -4,14 +4,14 @@
 //! [`DeliveryCounts`], never returned.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde::Serialize;
 
-use super::{Error, RunOptions};
+use super::{Error, RunOptions, Stop};
 use crate::notify::{self, Channel, Channels, Digest, DigestChannel, Message};
 use crate::policy::NoticeKind;
 use crate::policy::templates::TemplateContext;
@@ -35,6 +35,79 @@ pub struct DeliveryCounts {
     pub recovered: u64,
     /// Recovered deliveries not sent because the workflow moved on (signed, say).
     pub skipped: u64,
+    /// Not sent because their channel rejected the run or the worker was asked to stop: given
+    /// back, due for the next run ([`Store::release`]).
+    pub released: u64,
+    /// The channels that rejected the run as a whole (a revoked key, a wrong URL, a failed
+    /// SMTP login): the run stopped sending through them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rejected_channels: Vec<ChannelRejection>,
+    /// The worker was asked to stop (SIGTERM) before the run finished.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub interrupted: bool,
+}
+
+/// A channel that rejected the run as a whole, as the summary line and the status report it:
+/// the channel's name in the policy and what the provider answered, never the secret or the URL.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChannelRejection {
+    /// The channel's name in the policy.
+    pub channel: String,
+    /// `notify::Error::reason()`: `ProviderRejected`, `ProviderUnreachable`, ...
+    pub reason: &'static str,
+    /// The provider's HTTP status or SMTP code, when it answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// What happened, for a person.
+    pub error: String,
+}
+
+impl ChannelRejection {
+    fn new(channel: &str, err: &notify::Error) -> Self {
+        Self {
+            channel: channel.to_owned(),
+            reason: err.reason(),
+            status: err.status(),
+            error: err.to_string(),
+        }
+    }
+}
+
+/// What a run has learnt about its channels and what it gives back at the end: shared by the
+/// concurrent sends of a run.
+#[derive(Default)]
+struct RunState {
+    /// The channels that rejected the run (the breaker is open: nothing more is sent through
+    /// them), by name.
+    rejected: Mutex<BTreeMap<String, ChannelRejection>>,
+    /// Claimed deliveries not sent, given back at the end of the run ([`Store::release`]).
+    unsent: Mutex<Vec<(i64, Failure)>>,
+}
+
+impl RunState {
+    fn is_rejected(&self, channel: &str) -> bool {
+        lock(&self.rejected).contains_key(channel)
+    }
+
+    /// Opens the breaker of `channel` (the first rejection is the one reported).
+    fn reject(&self, channel: &str, err: &notify::Error) {
+        let mut rejected = lock(&self.rejected);
+        if !rejected.contains_key(channel) {
+            tracing::error!(channel, reason = err.reason(), status = err.status(), error = %err, "the channel rejected the run; nothing more is sent through it, its deliveries stay due for the next run");
+            rejected.insert(channel.to_owned(), ChannelRejection::new(channel, err));
+        }
+    }
+
+    /// Keeps `log_id` to be given back at the end of the run.
+    fn give_back(&self, log_id: i64, failure: Failure, counts: &mut DeliveryCounts) {
+        counts.released += 1;
+        lock(&self.unsent).push((log_id, failure));
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// What a run holds for its digest channels until the end of the run: per channel, each
@@ -104,11 +177,13 @@ impl From<&ClaimedDelivery> for Attempt {
     }
 }
 
-/// Renders and sends claimed deliveries for one policy.
+/// Renders and sends claimed deliveries for one policy, for one run.
 pub(super) struct Deliverer<'a> {
     policy: &'a Policy,
     channels: &'a Channels,
     options: RunOptions,
+    stop: Stop,
+    state: RunState,
 }
 
 impl<'a> Deliverer<'a> {
@@ -135,7 +210,45 @@ impl<'a> Deliverer<'a> {
             policy,
             channels,
             options,
+            stop: Stop::default(),
+            state: RunState::default(),
         })
+    }
+
+    /// Makes the run heed `stop`.
+    pub(super) fn set_stop(&mut self, stop: Stop) {
+        self.stop = stop;
+    }
+
+    /// Whether the run was asked to stop: claim nothing more.
+    pub(super) fn stopping(&self) -> bool {
+        self.stop.is_requested()
+    }
+
+    /// Whether every channel of `route` rejected the run, so claiming for it is pointless.
+    pub(super) fn route_rejected(&self, route: &[String]) -> bool {
+        !route.is_empty() && route.iter().all(|c| self.state.is_rejected(c))
+    }
+
+    /// Ends the run's deliveries: gives back what was claimed and not sent, and reports the
+    /// rejected channels and an interruption in `counts`.
+    pub(super) async fn finish(
+        &self,
+        store: &Store,
+        counts: &mut DeliveryCounts,
+    ) -> Result<(), Error> {
+        let unsent = std::mem::take(&mut *lock(&self.state.unsent));
+        let released = store.release(&unsent).await?;
+        if !unsent.is_empty() {
+            tracing::info!(
+                given_back = unsent.len(),
+                undone = released.undone,
+                "deliveries not sent are due again for the next run"
+            );
+        }
+        counts.rejected_channels = lock(&self.state.rejected).values().cloned().collect();
+        counts.interrupted = self.stopping();
+        Ok(())
     }
 
     pub(super) fn timing(&self) -> &'a Timing {
@@ -159,6 +272,9 @@ impl<'a> Deliverer<'a> {
     ) -> Result<u64, Error> {
         let mut total = 0;
         loop {
+            if self.stopping() {
+                return Ok(total);
+            }
             let recovered = store
                 .recover(
                     kinds,
@@ -219,6 +335,11 @@ impl<'a> Deliverer<'a> {
                 ));
                 continue;
             };
+            if self.state.is_rejected(&delivery.channel) {
+                self.state
+                    .give_back(delivery.log_id, channel_rejected(&delivery.channel), counts);
+                continue;
+            }
             let channel = match channel {
                 Channel::Message(channel) => channel.clone(),
                 Channel::Digest(channel) => {
@@ -242,24 +363,55 @@ impl<'a> Deliverer<'a> {
 
         let retry = self.options.retry;
         let window = self.options.send_window();
+        let grace = self.options.shutdown_grace;
+        let state = &self.state;
+        let stop = &self.stop;
         let results: Vec<_> = futures::stream::iter(sends)
             .map(|(delivery, message, channel)| async move {
-                if claimed_at.elapsed() > window {
-                    return (delivery, None);
+                if state.is_rejected(&delivery.channel) {
+                    return (delivery, Sent::ChannelRejected);
                 }
-                let result = retry.send_counted(channel.as_ref(), &message).await;
-                (delivery, Some(result))
+                if stop.is_requested() {
+                    return (delivery, Sent::Stopped);
+                }
+                if claimed_at.elapsed() > window {
+                    return (delivery, Sent::LeaseRunningOut);
+                }
+                let send = retry.send_counted(channel.as_ref(), &message);
+                let Some((result, unconfirmed)) = stop.or_grace(grace, send).await else {
+                    return (delivery, Sent::CutShort);
+                };
+                if let Err(err) = &result
+                    && err.rejects_channel()
+                {
+                    state.reject(&delivery.channel, err);
+                }
+                (delivery, Sent::Tried(result, unconfirmed))
             })
             .buffer_unordered(self.options.concurrency.max(1))
             .collect()
             .await;
-        for (delivery, result) in results {
-            let outcome = match result {
-                Some((result, unconfirmed)) => {
+        for (delivery, sent) in results {
+            let outcome = match sent {
+                Sent::Tried(Err(err), unconfirmed) if err.rejects_channel() => {
+                    counts.possible_duplicates += unconfirmed;
+                    state.give_back(delivery.log_id, failure(&err), counts);
+                    continue;
+                }
+                Sent::Tried(result, unconfirmed) => {
                     counts.possible_duplicates += unconfirmed;
                     self.outcome(&Attempt::from(&delivery), result, counts)
                 }
-                None => lease_ran_out(counts),
+                Sent::ChannelRejected => {
+                    state.give_back(delivery.log_id, channel_rejected(&delivery.channel), counts);
+                    continue;
+                }
+                Sent::Stopped => {
+                    state.give_back(delivery.log_id, stopped(), counts);
+                    continue;
+                }
+                Sent::LeaseRunningOut => lease_ran_out(counts),
+                Sent::CutShort => cut_short(counts),
             };
             outcomes.push((delivery.log_id, outcome));
         }
@@ -276,7 +428,7 @@ impl<'a> Deliverer<'a> {
     ) -> Result<(), Error> {
         let window = self.options.send_window();
         let mut outcomes = Vec::new();
-        for held in digests.by_channel.into_values() {
+        for (name, held) in digests.by_channel {
             let HeldDigest {
                 channel,
                 items,
@@ -292,11 +444,32 @@ impl<'a> Deliverer<'a> {
             if items.is_empty() {
                 continue;
             }
+            if self.stopping() || self.state.is_rejected(&name) {
+                let why = if self.stopping() {
+                    stopped()
+                } else {
+                    channel_rejected(&name)
+                };
+                for item in &items {
+                    self.state.give_back(item.log_id, why.clone(), counts);
+                }
+                continue;
+            }
             let (result, unconfirmed) = self
                 .options
                 .retry
                 .send_digest(channel.as_ref(), &digest)
                 .await;
+            if let Err(err) = &result
+                && err.rejects_channel()
+            {
+                self.state.reject(&name, err);
+                counts.possible_duplicates += unconfirmed * items.len() as u64;
+                for item in &items {
+                    self.state.give_back(item.log_id, failure(err), counts);
+                }
+                continue;
+            }
             for item in &items {
                 // A digest that may have gone out twice carries every item twice.
                 counts.possible_duplicates += unconfirmed;
@@ -402,6 +575,10 @@ const WORKFLOW_MOVED_ON: &str = "WorkflowMovedOn";
 const CHANNEL_NOT_CONFIGURED: &str = "ChannelNotConfigured";
 const TEMPLATE_FAILED: &str = "TemplateFailed";
 const LEASE_RUNNING_OUT: &str = "LeaseRunningOut";
+/// The run's reason when a channel rejects it as a whole (and the log's for what it left unsent).
+pub const CHANNEL_REJECTED: &str = "ChannelRejected";
+/// The run's reason when the worker is asked to stop (and the log's for what it left unsent).
+pub const INTERRUPTED: &str = "Interrupted";
 
 /// How a provider's error is logged: its reason code, whether the try went unanswered, and the
 /// text for a person (which starts with the reason, as it always has).
@@ -410,6 +587,50 @@ fn failure(err: &notify::Error) -> Failure {
         reason: err.reason(),
         unconfirmed: err.is_unconfirmed(),
         error: format!("{}: {err}", err.reason()),
+    }
+}
+
+/// What became of one send of a batch.
+enum Sent {
+    /// Tried: the provider's answer, and the unanswered tries among the in-run retries.
+    Tried(Result<notify::Receipt, notify::Error>, u64),
+    /// Not tried: the channel had rejected the run.
+    ChannelRejected,
+    /// Not tried: the worker was asked to stop.
+    Stopped,
+    /// Not tried: the lease could run out mid-send.
+    LeaseRunningOut,
+    /// Cut short: the worker was asked to stop and the send outlasted the grace.
+    CutShort,
+}
+
+/// Why a delivery went unsent through a channel that rejected the run.
+fn channel_rejected(channel: &str) -> Failure {
+    Failure::unsent(
+        CHANNEL_REJECTED,
+        format!("not sent: channel {channel} rejected the run; due for the next run"),
+    )
+}
+
+/// Why a delivery went unsent when the worker was asked to stop.
+fn stopped() -> Failure {
+    Failure::unsent(
+        INTERRUPTED,
+        "not sent: the worker was asked to stop; due for the next run",
+    )
+}
+
+/// A send still in flight when the shutdown grace ran out: it may have reached the provider,
+/// so the next run retries it as a possible duplicate.
+fn cut_short(counts: &mut DeliveryCounts) -> Outcome {
+    counts.retrying += 1;
+    Outcome::Retry {
+        failure: Failure {
+            reason: INTERRUPTED,
+            unconfirmed: true,
+            error: "the worker was stopped before the provider answered".into(),
+        },
+        after: Duration::ZERO,
     }
 }
 

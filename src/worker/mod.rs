@@ -11,10 +11,12 @@ pub mod plan;
 pub mod report;
 mod timeouts;
 
-pub use deliver::DeliveryCounts;
+pub use deliver::{CHANNEL_REJECTED, ChannelRejection, DeliveryCounts, INTERRUPTED};
 pub use timeouts::{TimeoutSummary, Timeouts};
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -60,6 +62,53 @@ impl Error {
     }
 }
 
+/// How long sends in flight may finish after SIGTERM: well inside Kubernetes' default 30 s
+/// `terminationGracePeriodSeconds`, leaving time to record outcomes and write the status.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// A request to stop a run (SIGTERM): the run claims nothing more, gives back what it has not
+/// started sending, lets sends in flight finish within [`RunOptions::shutdown_grace`], and
+/// ends with outcome `Interrupted`. Clones share the request.
+#[derive(Clone, Debug, Default)]
+pub struct Stop(Arc<StopState>);
+
+#[derive(Debug, Default)]
+struct StopState {
+    requested: AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl Stop {
+    /// Asks the run to stop.
+    pub fn request(&self) {
+        self.0.requested.store(true, Ordering::SeqCst);
+        self.0.notify.notify_waiters();
+    }
+
+    /// Whether a stop was requested.
+    pub fn is_requested(&self) -> bool {
+        self.0.requested.load(Ordering::SeqCst)
+    }
+
+    /// Waits until a stop is requested.
+    pub async fn requested(&self) {
+        let notified = self.0.notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if !self.is_requested() {
+            notified.await;
+        }
+    }
+
+    /// Runs `work` to its end, unless a stop is requested and `grace` passes first (`None`).
+    pub async fn or_grace<T>(&self, grace: Duration, work: impl Future<Output = T>) -> Option<T> {
+        tokio::select! {
+            done = work => Some(done),
+            () = async { self.requested().await; tokio::time::sleep(grace).await } => None,
+        }
+    }
+}
+
 /// Knobs of a run.
 #[derive(Clone, Debug)]
 pub struct RunOptions {
@@ -79,6 +128,9 @@ pub struct RunOptions {
     pub progress_every: Duration,
     /// The longest one try of a send can take (the HTTP client's total timeout).
     pub send_timeout: Duration,
+    /// After a stop is requested, how long sends in flight may take to finish before they are
+    /// recorded as unanswered (retried by the next run, counted as possible duplicates).
+    pub shutdown_grace: Duration,
 }
 
 impl Default for RunOptions {
@@ -92,6 +144,7 @@ impl Default for RunOptions {
             retry_later: Duration::from_secs(5 * 60),
             progress_every: Duration::from_secs(10),
             send_timeout: notify::HttpTimeouts::default().total,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
         }
     }
 }
@@ -135,12 +188,49 @@ impl RunSummary {
 }
 
 impl DeliveryCounts {
-    /// `Succeeded` or `CompletedWithFailures`, as in the policy's status.
+    /// How the run ended, as in the policy's status: `Failed` when a channel rejected it
+    /// (reason `ChannelRejected`), `Interrupted` when the worker was asked to stop, else
+    /// `Succeeded`, or `CompletedWithFailures` when some deliveries failed or wait for a retry.
     pub fn outcome(&self) -> crate::crd::RunOutcome {
-        if self.failed == 0 && self.retrying == 0 {
-            crate::crd::RunOutcome::Succeeded
+        use crate::crd::RunOutcome;
+        if !self.rejected_channels.is_empty() {
+            RunOutcome::Failed
+        } else if self.interrupted {
+            RunOutcome::Interrupted
+        } else if self.failed == 0 && self.retrying == 0 {
+            RunOutcome::Succeeded
         } else {
-            crate::crd::RunOutcome::CompletedWithFailures
+            RunOutcome::CompletedWithFailures
+        }
+    }
+
+    /// Why the run did not succeed, and what happened, for `lastRun.reason` and `.message`:
+    /// the rejected channels with their provider's answer (never a secret or a URL), or the
+    /// interruption. `None` for a completed run.
+    pub fn failure(&self) -> Option<(&'static str, String)> {
+        if !self.rejected_channels.is_empty() {
+            let channels: Vec<String> = self
+                .rejected_channels
+                .iter()
+                .map(|r| {
+                    let status = r.status.map(|s| format!(" {s}")).unwrap_or_default();
+                    format!("channel {} answered{status}: {}", r.channel, r.error)
+                })
+                .collect();
+            let message = format!(
+                "{}; {} deliveries were left due for the next run",
+                channels.join("; "),
+                self.released
+            );
+            Some((CHANNEL_REJECTED, message))
+        } else if self.interrupted {
+            let message = format!(
+                "the worker was asked to stop; {} deliveries were left due for the next run",
+                self.released
+            );
+            Some((INTERRUPTED, message))
+        } else {
+            None
         }
     }
 }
@@ -171,6 +261,12 @@ impl<'a> Run<'a> {
         })
     }
 
+    /// Makes the run heed `stop` (SIGTERM).
+    pub fn with_stop(mut self, stop: Stop) -> Self {
+        self.deliverer.set_stop(stop);
+        self
+    }
+
     /// Runs once against `store`. Per-delivery failures are counted, never returned.
     pub async fn send_reminders(&self, store: &Store) -> Result<RunSummary, Error> {
         let started = Instant::now();
@@ -197,7 +293,7 @@ impl<'a> Run<'a> {
             .await?;
 
         let mut cursor = DueCursor::default();
-        loop {
+        while !self.deliverer.stopping() {
             let rows = store
                 .due_page(query, &mut cursor, options.batch_size)
                 .await?;
@@ -222,6 +318,16 @@ impl<'a> Run<'a> {
                 let Some(route) = self.routes.get(&kind) else {
                     continue;
                 };
+                if self.deliverer.stopping() {
+                    break;
+                }
+                if self.deliverer.route_rejected(route) {
+                    // Every channel rejected the run: leave these due rather than claim them.
+                    let left = (ids.len() * route.len()) as u64;
+                    summary.due += left;
+                    summary.deliveries.released += left;
+                    continue;
+                }
                 let claimed = store.claim(kind, &ids, route, query, lease).await?;
                 summary.due += claimed.len() as u64;
                 self.deliverer
@@ -236,6 +342,9 @@ impl<'a> Run<'a> {
 
         self.deliverer
             .send_digests(store, digests, &mut summary.deliveries)
+            .await?;
+        self.deliverer
+            .finish(store, &mut summary.deliveries)
             .await?;
         summary.duration_ms = started.elapsed().as_millis() as u64;
         Ok(summary)

@@ -9,7 +9,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::deliver::{Deliverer, DeliveryCounts, Digests};
-use super::{Error, Progress, RunOptions};
+use super::{Error, Progress, RunOptions, Stop};
 use crate::notify::Channels;
 use crate::policy::{Policy, Section, TimeoutQuery};
 use crate::store::{Store, TimeoutCursor};
@@ -29,7 +29,7 @@ pub struct TimeoutSummary {
 }
 
 impl TimeoutSummary {
-    /// `Succeeded` or `CompletedWithFailures`, as in the policy's status.
+    /// How the run ended, as in the policy's status ([`DeliveryCounts::outcome`]).
     pub fn outcome(&self) -> crate::crd::RunOutcome {
         self.alerts.outcome()
     }
@@ -62,6 +62,12 @@ impl<'a> Timeouts<'a> {
         })
     }
 
+    /// Makes the run heed `stop` (SIGTERM).
+    pub fn with_stop(mut self, stop: Stop) -> Self {
+        self.deliverer.set_stop(stop);
+        self
+    }
+
     /// Runs once against `store`. Per-alert failures are counted, never returned.
     pub async fn check_timeouts(&self, store: &Store) -> Result<TimeoutSummary, Error> {
         let started = Instant::now();
@@ -86,7 +92,7 @@ impl<'a> Timeouts<'a> {
             .await?;
 
         let mut cursor = TimeoutCursor::default();
-        loop {
+        while !self.deliverer.stopping() {
             let chunk = store
                 .time_out(
                     query,
@@ -112,6 +118,7 @@ impl<'a> Timeouts<'a> {
         self.deliverer
             .send_digests(store, digests, &mut summary.alerts)
             .await?;
+        self.deliverer.finish(store, &mut summary.alerts).await?;
         summary.duration_ms = started.elapsed().as_millis() as u64;
         Ok(summary)
     }

@@ -60,6 +60,12 @@ impl Reply {
         self.headers.push((name.to_owned(), value.to_owned()));
         self
     }
+
+    #[allow(dead_code)] // not every test binary that includes `common` uses it
+    pub fn body(mut self, body: &str) -> Self {
+        self.body = body.to_owned();
+        self
+    }
 }
 
 type Rule = Box<dyn Fn(&Recorded) -> Option<Reply> + Send + Sync>;
@@ -159,10 +165,12 @@ pub struct Mail {
 }
 
 /// An SMTP server (no TLS, no auth) that accepts every recipient except those containing
-/// "reject", which get a permanent 550.
+/// "reject", which get a permanent 550; [`SmtpServer::refuse_senders`] makes it answer every
+/// MAIL FROM with a reply of the caller's (530: authentication required).
 pub struct SmtpServer {
     pub port: u16,
     mails: Arc<Mutex<Vec<Mail>>>,
+    refusal: Arc<Mutex<Option<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -171,23 +179,35 @@ impl SmtpServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let mails = Arc::new(Mutex::new(Vec::new()));
-        let shared = mails.clone();
+        let refusal = Arc::new(Mutex::new(None));
+        let (shared, refused) = (mails.clone(), refusal.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((socket, _)) = listener.accept().await else {
                     return;
                 };
-                let mails = shared.clone();
+                let (mails, refusal) = (shared.clone(), refused.clone());
                 tokio::spawn(async move {
-                    let _ = session(socket, mails).await;
+                    let _ = session(socket, mails, refusal).await;
                 });
             }
         });
-        Self { port, mails, task }
+        Self {
+            port,
+            mails,
+            refusal,
+            task,
+        }
     }
 
     pub fn mails(&self) -> Vec<Mail> {
         self.mails.lock().unwrap().clone()
+    }
+
+    /// Answers every MAIL FROM with `reply` (e.g. "530 5.7.0 Authentication required"), or,
+    /// with `None`, accepts senders again.
+    pub fn refuse_senders(&self, reply: Option<&str>) {
+        *self.refusal.lock().unwrap() = reply.map(|r| format!("{r}\r\n"));
     }
 }
 
@@ -200,6 +220,7 @@ impl Drop for SmtpServer {
 async fn session(
     socket: tokio::net::TcpStream,
     mails: Arc<Mutex<Vec<Mail>>>,
+    refusal: Arc<Mutex<Option<String>>>,
 ) -> std::io::Result<()> {
     let (read, mut write) = socket.into_split();
     let mut lines = BufReader::new(read).lines();
@@ -213,7 +234,14 @@ async fn session(
     };
     while let Some(line) = lines.next_line().await? {
         let upper = line.to_ascii_uppercase();
-        let reply: &[u8] = if upper.starts_with("EHLO") || upper.starts_with("HELO") {
+        let refused = refusal.lock().unwrap().clone();
+        let reply: &[u8] = if let Some(refused) = refused
+            .as_deref()
+            .filter(|_| upper.starts_with("MAIL FROM:"))
+        {
+            write.write_all(refused.as_bytes()).await?;
+            continue;
+        } else if upper.starts_with("EHLO") || upper.starts_with("HELO") {
             b"250-localhost\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n"
         } else if upper.starts_with("MAIL FROM:") {
             current = Mail {

@@ -368,3 +368,4 @@ async fn postgres_concurrent_runs_send_each_notification_once() {
 }
 
 mod channels;
+mod rejected;

@@ -48,6 +48,7 @@ fn reminders(outcome: RunOutcome) -> SectionRun {
             retrying: 0,
             recovered: 1,
             skipped: 0,
+            ..DeliveryCounts::default()
         },
         duration_ms: 42_000,
     };

@@ -230,6 +230,19 @@ impl SectionRun {
         })
     }
 
+    /// The run with `lastRun.reason` and `.message` set (`None`: a completed run, none).
+    pub fn with_reason(mut self, reason: Option<(&'static str, String)>) -> Self {
+        let (reason, message) = match reason {
+            Some((reason, message)) => (Some(reason.to_owned()), Some(message)),
+            None => (None, None),
+        };
+        match &mut self {
+            Self::Reminders(run) => (run.reason, run.message) = (reason, message),
+            Self::Timeouts(run) => (run.reason, run.message) = (reason, message),
+        }
+        self
+    }
+
     /// The status field and Pushgateway `section` label: `reminders` or `timeouts`.
     pub fn section(&self) -> &'static str {
         match self {
@@ -246,9 +259,19 @@ impl SectionRun {
         }
     }
 
-    /// `Succeeded` or `CompletedWithFailures`: the run completed, so it sets `lastSuccessfulRunAt`.
+    /// Whether the run sets `lastSuccessfulRunAt` (what staleness measures): `Succeeded`, or
+    /// `CompletedWithFailures` with at least one delivery sent. A run whose every send failed
+    /// is not a success, even when each failure was the row's own.
     pub fn is_successful(&self) -> bool {
-        self.outcome().completed()
+        let sent = match self {
+            Self::Reminders(run) => run.sent,
+            Self::Timeouts(run) => run.alerted,
+        };
+        match self.outcome() {
+            RunOutcome::Succeeded => true,
+            RunOutcome::CompletedWithFailures => sent > 0,
+            _ => false,
+        }
     }
 
     /// When the run started.
@@ -574,26 +597,77 @@ mod tests {
     }
 
     #[test]
-    fn only_completed_runs_are_successful() {
-        for (outcome, successful) in [
-            (RunOutcome::Succeeded, true),
-            (RunOutcome::CompletedWithFailures, true),
-            (RunOutcome::Failed, false),
-            (RunOutcome::ConfigError, false),
+    fn only_runs_that_delivered_are_successful() {
+        let sent_one = RunSummary {
+            deliveries: crate::worker::DeliveryCounts {
+                sent: 1,
+                failed: 2,
+                ..Default::default()
+            },
+            ..RunSummary::default()
+        };
+        let none_sent = RunSummary {
+            deliveries: crate::worker::DeliveryCounts {
+                failed: 3,
+                ..Default::default()
+            },
+            ..RunSummary::default()
+        };
+        for (outcome, summary, successful) in [
+            (RunOutcome::Succeeded, &RunSummary::default(), true),
+            (RunOutcome::CompletedWithFailures, &sent_one, true),
+            // Every send failed, each for its own reason: nothing reached anyone.
+            (RunOutcome::CompletedWithFailures, &none_sent, false),
+            (RunOutcome::Failed, &sent_one, false),
+            (RunOutcome::ConfigError, &RunSummary::default(), false),
+            (RunOutcome::Interrupted, &sent_one, false),
+            (RunOutcome::JobFailed, &RunSummary::default(), false),
         ] {
-            let run = SectionRun::reminders(
-                "job".into(),
-                at(100),
-                at(160),
-                outcome,
-                &RunSummary::default(),
-            );
+            let run = SectionRun::reminders("job".into(), at(100), at(160), outcome, summary);
             assert_eq!(run.is_successful(), successful, "{outcome:?}");
             let status = run.status().reminders.unwrap();
             assert_eq!(
                 status.last_successful_run_at,
                 successful.then(|| at(160)),
                 "{outcome:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_completed_run_clears_an_earlier_failures_reason() {
+        let failed = SectionRun::reminders(
+            "job".into(),
+            at(100),
+            at(160),
+            RunOutcome::Failed,
+            &RunSummary::default(),
+        )
+        .with_reason(Some((
+            "ChannelRejected",
+            "channel mail answered 401".into(),
+        )));
+        let body = status::patch_body(&failed);
+        let last_run = &body["status"]["reminders"]["lastRun"];
+        assert_eq!(last_run["reason"], "ChannelRejected");
+        assert_eq!(last_run["message"], "channel mail answered 401");
+
+        let succeeded = SectionRun::reminders(
+            "job".into(),
+            at(200),
+            at(260),
+            RunOutcome::Succeeded,
+            &RunSummary::default(),
+        )
+        .with_reason(None);
+        let body = status::patch_body(&succeeded);
+        let last_run = body["status"]["reminders"]["lastRun"].as_object().unwrap();
+        // A merge patch leaves what it omits: the reason must be nulled, not left out.
+        for field in ["reason", "message"] {
+            assert_eq!(
+                last_run.get(field),
+                Some(&serde_json::Value::Null),
+                "{field}"
             );
         }
     }

@@ -30,6 +30,22 @@ struct StatusPatch {
     status: SignaturePolicyStatus,
 }
 
+/// The merge patch of `run`: its section's `lastRun` whole, with `reason` and `message` set
+/// to null when the run has none, so that a success clears an earlier failure's (a merge patch
+/// leaves fields it omits as they were).
+pub fn patch_body(run: &SectionRun) -> serde_json::Value {
+    let mut body = serde_json::to_value(StatusPatch {
+        status: run.status(),
+    })
+    .expect("a status serializes");
+    if let Some(last_run) = body["status"][run.section()]["lastRun"].as_object_mut() {
+        for field in ["reason", "message"] {
+            last_run.entry(field).or_insert(serde_json::Value::Null);
+        }
+    }
+    body
+}
+
 /// Merge-patches the run into the status of policy `namespace/name`, retrying transient
 /// failures (429, 5xx, connection) as `retry` says. 403, 404, 422 and the like are returned at
 /// once; a 404 means the policy was deleted meanwhile ([`ReportError::is_not_found`]).
@@ -40,9 +56,7 @@ pub async fn write_status(
     run: &SectionRun,
     retry: &RetryPolicy,
 ) -> Result<(), ReportError> {
-    let body = StatusPatch {
-        status: run.status(),
-    };
+    let body = patch_body(run);
     let patch = Patch::Merge(&body);
     let url = SignaturePolicy::url_path(&(), Some(namespace));
     let mut attempt = 1;

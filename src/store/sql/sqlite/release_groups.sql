@@ -1,0 +1,20 @@
+-- The claims of unsent deliveries (?1 log ids, JSON array) that have nothing left: every row of
+-- their workflow, kind and sequence is among ?1 and pending. A reminder counts only while it is
+-- the workflow's latest. Each is undone with release_undo and release_delete.
+SELECT DISTINCT r.workflow_id, r.kind, r.sequence
+FROM signature_reminder_log r
+JOIN signature_workflows w ON w.id = r.workflow_id
+WHERE r.id IN (SELECT value
+    FROM json_each(?1))
+AND r.state = 'pending'
+AND r.kind IN ('reminder', 'expiry_warning', 'escalation')
+AND w.status = 'pending'
+AND (r.kind <> 'reminder' OR w.reminders_sent = r.sequence)
+AND NOT EXISTS (
+    SELECT 1
+    FROM signature_reminder_log o
+    WHERE o.workflow_id = r.workflow_id
+    AND o.kind = r.kind
+    AND o.sequence = r.sequence
+    AND NOT (o.id IN (SELECT value
+            FROM json_each(?1)) AND o.state = 'pending'))
