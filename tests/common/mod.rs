@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{Request, Response};
@@ -45,6 +45,8 @@ pub struct Reply {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: String,
+    /// How long the server waits before answering.
+    pub delay: Duration,
 }
 
 impl Reply {
@@ -53,7 +55,14 @@ impl Reply {
             status,
             headers: vec![],
             body: String::new(),
+            delay: Duration::ZERO,
         }
+    }
+
+    #[allow(dead_code)] // not every test binary that includes `common` uses it
+    pub fn delayed(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
     }
 
     pub fn header(mut self, name: &str, value: &str) -> Self {
@@ -108,16 +117,20 @@ impl HttpServer {
                     body,
                     at: Instant::now(),
                 };
-                let mut state = state.lock().unwrap();
-                let n = state.requests.len();
-                let reply = state
-                    .queue
-                    .pop_front()
-                    .or_else(|| state.rules.iter().find_map(|rule| rule(&recorded)))
-                    .unwrap_or_else(|| {
-                        Reply::status(202).header("X-Message-Id", &format!("msg-{n}"))
-                    });
-                state.requests.push(recorded);
+                let reply = {
+                    let mut state = state.lock().unwrap();
+                    let n = state.requests.len();
+                    let reply = state
+                        .queue
+                        .pop_front()
+                        .or_else(|| state.rules.iter().find_map(|rule| rule(&recorded)))
+                        .unwrap_or_else(|| {
+                            Reply::status(202).header("X-Message-Id", &format!("msg-{n}"))
+                        });
+                    state.requests.push(recorded);
+                    reply
+                };
+                tokio::time::sleep(reply.delay).await;
                 let mut response = Response::builder().status(reply.status);
                 for (name, value) in reply.headers {
                     response = response.header(name, value);

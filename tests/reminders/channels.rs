@@ -269,11 +269,7 @@ async fn a_400_is_permanent_for_its_row_only() {
     h.http.rule(|r| {
         String::from_utf8_lossy(&r.body)
             .contains("bounce@example.com")
-            .then(|| Reply {
-                status: 400,
-                headers: vec![],
-                body: r#"{"errors":[{"message":"invalid address"}]}"#.into(),
-            })
+            .then(|| Reply::status(400).body(r#"{"errors":[{"message":"invalid address"}]}"#))
     });
     let run = h.run(&spec).await;
     assert_eq!(counts(&run), (5, 4, 0, 1), "{run:?}");

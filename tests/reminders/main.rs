@@ -368,4 +368,5 @@ async fn postgres_concurrent_runs_send_each_notification_once() {
 }
 
 mod channels;
+mod process;
 mod rejected;

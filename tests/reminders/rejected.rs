@@ -135,7 +135,11 @@ async fn a_revoked_sendgrid_key_fails_the_run_and_the_webhook_goes_on(h: &Harnes
     let mail = rows_of(&log, "mail");
     assert_eq!(mail.len(), 6);
     for row in &mail {
-        assert_eq!((row.state.as_str(), row.attempts), ("pending", 0), "{row:?}");
+        assert_eq!(
+            (row.state.as_str(), row.attempts),
+            ("pending", 0),
+            "{row:?}"
+        );
     }
     let refused = mail
         .iter()

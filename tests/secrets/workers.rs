@@ -30,11 +30,9 @@ async fn send_reminders_never_shows_a_secret() {
         };
         let reply = match scenario {
             Sink::Accepts => None,
-            Sink::Answers(status) => Some(Reply {
-                status,
-                headers: vec![],
-                body: "{\"errors\": [{\"message\": \"no\"}]}".into(),
-            }),
+            Sink::Answers(status) => {
+                Some(Reply::status(status).body("{\"errors\": [{\"message\": \"no\"}]}"))
+            }
             Sink::RateLimits => Some(Reply::status(429).header("Retry-After", "1")),
             Sink::Refuses => None,
         };
@@ -56,8 +54,21 @@ async fn send_reminders_never_shows_a_secret() {
         for (stdout, _, code) in
             run_worker(&what, "send-reminders", &env, &[], (BOTH, true), seed).await
         {
-            assert_eq!(code, Some(0), "{what}: {stdout}");
             let line = summary(&stdout);
+            // SMTP has no STARTTLS here, so that channel rejects every run (with the HTTP
+            // channels when nothing listens): the Job fails and says which.
+            assert_eq!(code, Some(1), "{what}: {stdout}");
+            assert_eq!(line["reason"], "ChannelRejected", "{what}: {line}");
+            let rejected: Vec<&str> = line["rejectedChannels"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["channel"].as_str().unwrap())
+                .collect();
+            match scenario {
+                Sink::Refuses => assert_eq!(rejected, ["hook", "mail", "ops", "smtp"], "{what}"),
+                _ => assert_eq!(rejected, ["smtp"], "{what}: {line}"),
+            }
             // Two new workflows, four channels; earlier scenarios' retries may come back too.
             assert!(line["due"].as_u64().unwrap() >= 8, "{what}: {line}");
             let sent = line["sent"].as_u64().unwrap();
@@ -137,8 +148,16 @@ async fn check_timeouts_never_shows_a_secret_in_status_termination_message_or_pu
     let what = "check-timeouts in a cluster";
     let runs = run_worker(what, "check-timeouts", &env, &cluster, (BOTH, true), seed).await;
     for (stdout, stderr, code) in &runs {
-        assert_eq!(*code, Some(0), "{what}: {stdout}");
+        // Slack is unreachable and SMTP has no STARTTLS: both reject the run, which fails.
+        assert_eq!(*code, Some(1), "{what}: {stdout}");
         let line = summary(stdout);
+        let rejected: Vec<&str> = line["rejectedChannels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["channel"].as_str().unwrap())
+            .collect();
+        assert_eq!(rejected, ["ops", "smtp"], "{what}: {line}");
         assert_eq!(
             (&line["timedOut"], &line["sent"]),
             (&1.into(), &1.into()),
