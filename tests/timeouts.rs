@@ -29,7 +29,73 @@ on_both!(
     a_failed_alert_is_retried_without_timing_out_again,
     an_alert_interrupted_mid_send_is_finished_and_counted,
     a_policy_without_timeout_does_nothing,
+    alerts_through_a_rejecting_slack_webhook_wait_for_the_next_run,
 );
+
+async fn alerts_through_a_rejecting_slack_webhook_wait_for_the_next_run(h: &Harness) {
+    let spec = h.policy(&timeout("hook, ops"));
+    // The Slack webhook was revoked (Slack answers 404 no_team / 403 invalid_token).
+    let revoked = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let rule = revoked.clone();
+    h.http.rule(move |r| {
+        (r.path == "/slack" && rule.load(std::sync::atomic::Ordering::SeqCst))
+            .then(|| Reply::status(404).body("no_team"))
+    });
+    let expired: Vec<Seed> = (0..3).map(|_| Seed::pending(15.0 * DAY)).collect();
+    h.seed(&expired).await;
+
+    let run = h.check_timeouts(&spec).await;
+    assert_eq!(run.outcome(), signet::crd::RunOutcome::Failed, "{run:?}");
+    assert_eq!(
+        (run.timed_out, run.alerts.sent, run.alerts.released),
+        (3, 3, 3),
+        "{run:?}"
+    );
+    assert_eq!(run.alerts.rejected_channels[0].channel, "ops");
+    assert_eq!(run.alerts.rejected_channels[0].status, Some(404));
+    let slack = |h: &Harness| {
+        h.http
+            .requests()
+            .iter()
+            .filter(|r| r.path == "/slack")
+            .count()
+    };
+    assert_eq!(slack(h), 1, "one digest, refused");
+
+    // Fixed: the next run sends the three alerts in one digest, and nothing times out twice.
+    revoked.store(false, std::sync::atomic::Ordering::SeqCst);
+    let next = h.check_timeouts(&spec).await;
+    assert_eq!(
+        next.outcome(),
+        signet::crd::RunOutcome::Succeeded,
+        "{next:?}"
+    );
+    assert_eq!((next.timed_out, next.alerts.sent), (0, 3), "{next:?}");
+    assert_eq!(slack(h), 2);
+    let digest = h.http.requests().last().unwrap().json();
+    let text = digest["text"].as_str().unwrap();
+    assert!(
+        text.starts_with("Signet: 3 notifications (3 timeout alert)"),
+        "{text}"
+    );
+    for seed in &expired {
+        assert!(text.contains(&seed.id.to_string()), "{text}");
+    }
+    let events = h
+        .http
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/events")
+        .count();
+    assert_eq!(events, 3, "no webhook alert twice");
+    assert!(
+        testing::log_rows(&h.store)
+            .await
+            .unwrap()
+            .iter()
+            .all(|r| r.state == "sent")
+    );
+}
 
 async fn expired_workflows_time_out_and_alert_once(h: &Harness) {
     let spec = h.policy(&timeout("console, hook"));
