@@ -356,7 +356,16 @@ struct Figures {
 /// What a kill interrupted, read from the database and the sink before anything recovers, and
 /// how many deliveries it left without an outcome (what recovery may count as possible
 /// duplicates: never sent, in flight, or sent and unrecorded).
-async fn classify(world: &World, sink: &Sink) -> (&'static str, String, u64) {
+/// Where a kill left the deliveries: rows claimed and never sent, sent and unanswered, answered
+/// but not recorded.
+#[derive(Clone, Copy, Debug, Default)]
+struct Unfinished {
+    unsent: u64,
+    mid_send: u64,
+    unrecorded: u64,
+}
+
+async fn classify(world: &World, sink: &Sink) -> (&'static str, String, u64, Unfinished) {
     world.settle().await;
     let rows = testing::log_rows(&world.store).await.unwrap();
     let hits = sink.hits();
@@ -370,7 +379,7 @@ async fn classify(world: &World, sink: &Sink) -> (&'static str, String, u64) {
         .filter(|h| !h.answered)
         .map(|h| h.key.as_str())
         .collect();
-    let (mut unsent, mut mid_send, mut unrecorded, mut retry) = (0, 0, 0, 0);
+    let (mut unsent, mut mid_send, mut unrecorded, mut retry) = (0u64, 0u64, 0u64, 0);
     for row in rows.iter().filter(|r| r.state == "pending") {
         let key = row.idempotency_key.as_str();
         if row.error.is_some() {
@@ -406,8 +415,13 @@ async fn classify(world: &World, sink: &Sink) -> (&'static str, String, u64) {
         .iter()
         .filter(|r| r.state == "pending" && r.error.is_some() && r.unconfirmed)
         .count();
-    let unfinished = (unsent + mid_send + unrecorded + unconfirmed_retries) as u64;
-    (phase, detail, unfinished)
+    let unfinished = unsent + mid_send + unrecorded + unconfirmed_retries as u64;
+    let rows = Unfinished {
+        unsent,
+        mid_send,
+        unrecorded,
+    };
+    (phase, detail, unfinished, rows)
 }
 
 mod scenarios;

@@ -9,6 +9,7 @@ async fn killed_at_random_points_nothing_is_lost_and_duplicates_are_counted() {
     const SEEDS: u64 = 14;
     let mut totals = (0u64, 0u64);
     let mut phases: BTreeMap<&str, u32> = BTreeMap::new();
+    let mut left = Unfinished::default();
     for iteration in 0..SEEDS {
         let seed = 0x5EED_0000 + iteration;
         let mut rng = Prng(seed);
@@ -48,7 +49,10 @@ async fn killed_at_random_points_nothing_is_lost_and_duplicates_are_counted() {
             )
             .await;
         let killed = world.runs[run].killed();
-        let (phase, detail, unfinished) = classify(&world, &sink).await;
+        let (phase, detail, unfinished, rows) = classify(&world, &sink).await;
+        left.unsent += rows.unsent;
+        left.mid_send += rows.mid_send;
+        left.unrecorded += rows.unrecorded;
         *phases.entry(phase).or_default() += 1;
         println!(
             "[{label}] injected: {due} due workflows x 2 channels, batch {batch}, concurrency \
@@ -89,6 +93,14 @@ async fn killed_at_random_points_nothing_is_lost_and_duplicates_are_counted() {
     assert!(
         phases.get("mid-send").is_some_and(|n| *n > 0),
         "kills landed {phases:?}"
+    );
+    // A batch is claimed whole, sent a few at a time and recorded at its end, so kills that
+    // land mid-batch leave deliveries in each state the recovery must handle: claimed and
+    // never sent, sent and unanswered, answered and unrecorded. Each must have been exercised.
+    println!("[kill] deliveries the kills left: {left:?}");
+    assert!(
+        left.unsent > 0 && left.mid_send > 0 && left.unrecorded > 0,
+        "the kills did not land in every phase: {left:?}"
     );
 }
 
