@@ -70,8 +70,15 @@ pub mod reason {
     pub const RECONCILED: &str = "Reconciled";
     /// Ready: semantic validation failed; nothing was changed.
     pub const INVALID_SPEC: &str = "InvalidSpec";
-    /// Ready: applying the desired objects failed; retrying.
+    /// Ready (False): the API server refused to apply an owned object (RBAC, an invalid field,
+    /// an admission webhook); the message carries its answer. Also the Warning Event's reason,
+    /// and the `reason` label of `signet_reconcile_errors_total` for any failed apply.
     pub const APPLY_FAILED: &str = "ApplyFailed";
+    /// Ready (False): the API server refused to delete a disabled section's CronJob.
+    pub const PRUNE_FAILED: &str = "PruneFailed";
+    /// Ready (False): the API server refused the manual run (creating its Job, or clearing the
+    /// run-now annotation).
+    pub const RUN_NOW_FAILED: &str = "RunNowFailed";
     /// Suspended: `spec.suspend` is true. Stale (False): not measured while suspended.
     pub const SUSPENDED: &str = "Suspended";
     /// Suspended: the CronJobs run on schedule.
@@ -100,6 +107,8 @@ pub mod event {
     pub const STALE: &str = "Stale";
     /// The `Stale` condition turned False because runs succeed again.
     pub const RECOVERED: &str = "Recovered";
+    // Warning: the API server refused a step; the Event's reason is the step's, the `Ready`
+    // condition's: `reason::APPLY_FAILED`, `reason::PRUNE_FAILED`, `reason::RUN_NOW_FAILED`.
 }
 
 /// Worker image when `--worker-image` is not given: this release of Signet's own image.

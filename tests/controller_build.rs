@@ -314,6 +314,105 @@ fn rbac_lets_workers_patch_only_their_own_policy_status() {
     }
 }
 
+/// The ServiceAccount each CronJob's pods run as, and the one the worker Role is bound to.
+fn accounts(built: &Desired) -> (Vec<String>, serde_json::Value) {
+    let pods = built
+        .cron_jobs
+        .iter()
+        .map(|(_, cj)| {
+            json(cj)["spec"]["jobTemplate"]["spec"]["template"]["spec"]["serviceAccountName"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let binding = serde_json::to_value(&built.role_binding).unwrap();
+    (pods, binding["subjects"].clone())
+}
+
+#[test]
+fn the_worker_role_is_bound_to_the_account_the_pods_run_as() {
+    // Signet's own account by default.
+    let (pods, subjects) = accounts(&build(&example("minimal.yaml")));
+    assert_eq!(pods, ["enrollment-agreements-signet-worker"]);
+    assert_eq!(
+        subjects,
+        serde_json::json!([{"kind": "ServiceAccount", "name": "enrollment-agreements-signet-worker", "namespace": "enrollment"}])
+    );
+    // The policy's own account when it names one: the pods run as it, so the Role must be bound
+    // to it, or every status write of the workers gets 403.
+    let built = build(&example("full.yaml"));
+    let (pods, subjects) = accounts(&built);
+    assert_eq!(
+        pods,
+        ["enrollment-signet-worker", "enrollment-signet-worker"]
+    );
+    assert_eq!(
+        subjects,
+        serde_json::json!([{"kind": "ServiceAccount", "name": "enrollment-signet-worker", "namespace": "enrollment"}])
+    );
+    let binding = serde_json::to_value(&built.role_binding).unwrap();
+    assert_eq!(
+        binding["roleRef"]["name"],
+        "enrollment-agreements-signet-worker"
+    );
+    // Signet's account is still created (holding nothing), so dropping the override falls
+    // back at once.
+    assert_eq!(
+        built.service_account.metadata.name.as_deref(),
+        Some("enrollment-agreements-signet-worker")
+    );
+    let dropped =
+        example("full.yaml").replace("    serviceAccountName: enrollment-signet-worker\n", "");
+    assert_ne!(dropped, example("full.yaml"));
+    let (pods, subjects) = accounts(&build(&dropped));
+    assert_eq!(pods, ["enrollment-agreements-signet-worker"; 2]);
+    assert_eq!(subjects[0]["name"], "enrollment-agreements-signet-worker");
+}
+
+#[test]
+fn render_binds_the_worker_role_to_the_account_of_full_yaml() {
+    let mut out = Vec::new();
+    signet::commands::render::render(
+        std::path::Path::new(&format!(
+            "{}/examples/full.yaml",
+            env!("CARGO_MANIFEST_DIR")
+        )),
+        "default",
+        &settings(),
+        &mut out,
+    )
+    .unwrap();
+    let documents = parse_documents(&String::from_utf8(out).unwrap()).unwrap();
+    let of_kind = |kind: &str| -> Vec<&serde_json::Value> {
+        documents.iter().filter(|d| d["kind"] == kind).collect()
+    };
+    let binding = of_kind("RoleBinding");
+    assert_eq!(binding.len(), 1);
+    assert_eq!(
+        binding[0]["subjects"],
+        serde_json::json!([{"kind": "ServiceAccount", "name": "enrollment-signet-worker", "namespace": "enrollment"}])
+    );
+    assert_eq!(
+        binding[0]["roleRef"]["name"],
+        of_kind("Role")[0]["metadata"]["name"]
+    );
+    let cron_jobs = of_kind("CronJob");
+    assert_eq!(cron_jobs.len(), 2);
+    for cron_job in cron_jobs {
+        assert_eq!(
+            cron_job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["serviceAccountName"],
+            "enrollment-signet-worker"
+        );
+    }
+    let accounts = of_kind("ServiceAccount");
+    assert_eq!(accounts.len(), 1);
+    assert_eq!(
+        accounts[0]["metadata"]["name"], "enrollment-agreements-signet-worker",
+        "Signet's own account is still rendered"
+    );
+}
+
 #[test]
 fn long_policy_names_give_bounded_cron_job_names() {
     let name = "a-very-long-policy-name-for-the-enrollment-office-of-the-north";

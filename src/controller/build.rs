@@ -64,11 +64,14 @@ pub mod defaults {
 /// Everything a policy should own.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Desired {
-    /// The workers' ServiceAccount.
+    /// Signet's worker ServiceAccount, `<policy>-signet-worker`: the pods run as it unless
+    /// `spec.jobTemplate.serviceAccountName` names another. Created either way, holding nothing
+    /// then, so that dropping the override falls back at once; the controller never deletes
+    /// ServiceAccounts (the owner reference takes it away with the policy).
     pub service_account: ServiceAccount,
     /// May patch this policy's status, nothing else.
     pub role: Role,
-    /// Binds the Role to the ServiceAccount.
+    /// Binds the Role to the ServiceAccount the worker pods run as ([`worker_service_account`]).
     pub role_binding: RoleBinding,
     /// One CronJob per enabled section, reminders first.
     pub cron_jobs: Vec<(Section, CronJob)>,
@@ -114,13 +117,25 @@ pub fn desired(policy: &ValidPolicy, settings: &WorkerSettings) -> Desired {
             },
             subjects: Some(vec![Subject {
                 kind: "ServiceAccount".into(),
-                name: account.clone(),
+                name: worker_service_account(policy),
                 namespace: Some(policy.namespace.clone()),
                 ..Default::default()
             }]),
         },
         cron_jobs,
     }
+}
+
+/// The ServiceAccount the worker pods run as, in the policy's namespace: the policy's own
+/// (`spec.jobTemplate.serviceAccountName`) when set, else Signet's `<policy>-signet-worker`.
+/// Whichever it is, the worker Role is bound to it, so a worker can report its run.
+pub fn worker_service_account(policy: &ValidPolicy) -> String {
+    policy
+        .spec()
+        .job_template
+        .as_ref()
+        .and_then(|overrides| overrides.service_account_name.clone())
+        .unwrap_or_else(|| names::worker_account(&policy.name))
 }
 
 /// Labels on everything a policy owns; pruning selects on them.
@@ -206,12 +221,7 @@ fn cron_job(
     };
     let pod = PodSpec {
         restart_policy: Some("Never".into()),
-        service_account_name: Some(
-            overrides
-                .service_account_name
-                .clone()
-                .unwrap_or_else(|| names::worker_account(&policy.name)),
-        ),
+        service_account_name: Some(worker_service_account(policy)),
         security_context: Some(PodSecurityContext {
             run_as_non_root: Some(true),
             run_as_user: Some(defaults::RUN_AS_USER),

@@ -1,6 +1,6 @@
 //! The events step: Kubernetes Events on transitions only (objects applied or pruned, the spec
-//! turning invalid, a section turning stale or recovering), never one per reconcile. Publishing
-//! is best effort: a failure is logged, never fails the reconcile.
+//! turning invalid, the API server refusing a step, a section turning stale or recovering), never
+//! one per reconcile. Publishing is best effort: a failure is logged, never fails the reconcile.
 
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Resource, ResourceExt};
@@ -19,12 +19,7 @@ pub async fn announce_invalid(
     computed: &ControllerStatus,
 ) {
     let ready = &computed.ready;
-    let already = policy
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == ready.type_))
-        .is_some_and(|c| c.reason == ready.reason && c.message == ready.message);
-    if !already {
+    if !ready_already_says(policy, computed) {
         let note = ready.message.clone();
         publish(
             ctx,
@@ -36,6 +31,48 @@ pub async fn announce_invalid(
         )
         .await;
     }
+}
+
+/// A Warning, reason the step's (`ApplyFailed`, ...), when the API server's refusal is new (or
+/// it says something else now); nothing on a retry that meets the same refusal. Transitions of
+/// `Stale` are announced as in any reconcile of a valid spec.
+pub async fn announce_refused(
+    ctx: &Context,
+    policy: &SignaturePolicy,
+    computed: &ControllerStatus,
+    report: &Report,
+) {
+    announce_staleness(ctx, policy, computed, report).await;
+    if !ready_already_says(policy, computed) {
+        let ready = &computed.ready;
+        let action = match ready.reason.as_str() {
+            reason::PRUNE_FAILED => "Prune",
+            reason::RUN_NOW_FAILED => "RunNow",
+            _ => "Apply",
+        };
+        publish(
+            ctx,
+            policy,
+            EventType::Warning,
+            &ready.reason,
+            action,
+            ready.message.clone(),
+        )
+        .await;
+    }
+}
+
+/// Whether the policy's status already shows the computed `Ready` condition's status, reason and
+/// message: then it was announced when it was written.
+fn ready_already_says(policy: &SignaturePolicy, computed: &ControllerStatus) -> bool {
+    let ready = &computed.ready;
+    policy
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == ready.type_))
+        .is_some_and(|c| {
+            c.status == ready.status && c.reason == ready.reason && c.message == ready.message
+        })
 }
 
 /// The Events of a reconcile of a valid spec: what was applied and pruned, and transitions of

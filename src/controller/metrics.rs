@@ -29,6 +29,16 @@ pub struct ReasonLabel {
     pub reason: &'static str,
 }
 
+/// Labels of `signet_reconcile_refusals_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    /// The step, from `controller::Error::reason`.
+    pub reason: &'static str,
+    /// What the API server said, from `controller::Error::category`: `Forbidden`, `Invalid`,
+    /// `AdmissionDenied`, ...
+    pub category: &'static str,
+}
+
 /// Label `ready` of `signet_policies`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReadyLabel {
@@ -63,6 +73,7 @@ pub struct Metrics {
     registry: Registry,
     reconciles: Family<ResultLabel, Counter>,
     errors: Family<ReasonLabel, Counter>,
+    refusals: Family<RefusalLabels, Counter>,
     duration: Histogram,
     policies: Family<ReadyLabel, Gauge>,
     leader: Gauge,
@@ -83,6 +94,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix("signet");
         let reconciles = Family::<ResultLabel, Counter>::default();
         let errors = Family::<ReasonLabel, Counter>::default();
+        let refusals = Family::<RefusalLabels, Counter>::default();
         let duration = Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0]);
         let policies = Family::<ReadyLabel, Gauge>::default();
         let leader = Gauge::default();
@@ -97,6 +109,11 @@ impl Metrics {
             "reconcile_errors",
             "Failed reconciles by reason",
             errors.clone(),
+        );
+        registry.register(
+            "reconcile_refusals",
+            "Failed reconciles the API server refused (retried only at the backoff cap), by reason and category",
+            refusals.clone(),
         );
         registry.register(
             "reconcile_duration_seconds",
@@ -127,6 +144,7 @@ impl Metrics {
             registry,
             reconciles,
             errors,
+            refusals,
             duration,
             policies,
             leader,
@@ -145,6 +163,13 @@ impl Metrics {
     /// Counts a failed reconcile.
     pub fn failed(&self, reason: &'static str) {
         self.errors.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    /// Counts a failed reconcile the API server refused (also counted by [`Metrics::failed`]).
+    pub fn refused(&self, reason: &'static str, category: &'static str) {
+        self.refusals
+            .get_or_create(&RefusalLabels { reason, category })
+            .inc();
     }
 
     /// Records a policy's Ready state (`None`: the policy is gone).
@@ -220,6 +245,7 @@ mod tests {
         let metrics = Metrics::new();
         metrics.reconciled("success", Duration::from_millis(3));
         metrics.failed("ServerError");
+        metrics.refused("ApplyFailed", "AdmissionDenied");
         metrics.policy_ready("a/x", Some(true));
         metrics.policy_ready("a/y", Some(false));
         metrics.policy_ready("a/z", Some(true));
@@ -229,6 +255,7 @@ mod tests {
         for line in [
             "signet_reconciles_total{result=\"success\"} 1",
             "signet_reconcile_errors_total{reason=\"ServerError\"} 1",
+            "signet_reconcile_refusals_total{reason=\"ApplyFailed\",category=\"AdmissionDenied\"} 1",
             "signet_reconcile_duration_seconds_count 1",
             "signet_policies{ready=\"true\"} 1",
             "signet_policies{ready=\"false\"} 1",

@@ -1,7 +1,8 @@
 //! One reconcile of one policy, as a pipeline of named steps: validate (pure) → build (pure) →
 //! apply (only what is not in place) → prune → run-now → status (only when it changed) → events
 //! (on transitions). A healthy policy is looked at again after [`RESYNC`], or when a section
-//! would turn stale if that is sooner. Failures are retried per policy with backoff.
+//! would turn stale if that is sooner. Transient failures are retried per policy with backoff; a
+//! step the API server refuses is shown as `Ready=False` and retried at [`BACKOFF_CAP`].
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -64,6 +65,15 @@ pub async fn reconcile(policy: Arc<SignaturePolicy>, ctx: Arc<Context>) -> Resul
 /// than the API server's `Retry-After`.
 pub fn error_policy(policy: Arc<SignaturePolicy>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.failed(error.reason());
+    if error.is_refusal() {
+        // The same request gets the same answer until someone changes the policy (a watch
+        // event, so a reconcile at once) or the cluster (RBAC, a webhook's rules: unseen, so
+        // looked at again at the cap).
+        ctx.metrics.refused(error.reason(), error.category());
+        let attempt = ctx.failed(&policy);
+        tracing::error!(policy = %policy.name_any(), reason = error.reason(), category = error.category(), %error, attempt, retry_in = ?BACKOFF_CAP, "the API server refused the reconcile");
+        return Action::requeue(BACKOFF_CAP);
+    }
     if !error.is_transient() {
         tracing::error!(policy = %policy.name_any(), reason = error.reason(), category = error.category(), %error, "reconcile failed permanently");
         return Action::await_change();
@@ -109,9 +119,19 @@ async fn reconcile_policy(
         }
     };
     let desired = build(&valid, ctx);
-    let applied = apply::apply(&desired, &namespace, ctx).await?;
-    let pruned = apply::prune(&valid, &desired, ctx).await?;
-    run_now::run_now(policy, &desired, ctx).await?;
+    let (applied, pruned) = match write_owned(policy, &valid, &desired, &namespace, ctx).await {
+        Ok(written) => written,
+        Err(error) if error.is_refusal() => {
+            let refused = Refused {
+                valid: &valid,
+                desired: &desired,
+                last_schedule: &last_schedule,
+                now: &now,
+            };
+            return Err(report_refused(policy, &namespace, refused, error, ctx).await);
+        }
+        Err(error) => return Err(error),
+    };
     let active_since = status::active_since(policy, &now);
     let report = Report::evaluate(
         &valid,
@@ -130,6 +150,20 @@ async fn reconcile_policy(
         .recheck_in(&now)
         .map_or(RESYNC, |wait| wait.min(RESYNC));
     Ok((Action::requeue(wait), true))
+}
+
+/// apply, prune, run-now: the steps that write owned objects.
+async fn write_owned(
+    policy: &SignaturePolicy,
+    valid: &ValidPolicy,
+    desired: &Desired,
+    namespace: &str,
+    ctx: &Context,
+) -> Result<(apply::Applied, Vec<String>), Error> {
+    let applied = apply::apply(desired, namespace, ctx).await?;
+    let pruned = apply::prune(valid, desired, ctx).await?;
+    run_now::run_now(policy, desired, ctx).await?;
+    Ok((applied, pruned))
 }
 
 /// validate: what the CRD's schema and CEL rules cannot check (zones, cron syntax).
@@ -165,6 +199,73 @@ async fn report_invalid(
     ctx.metrics
         .policy_sections(namespace, &policy.name_any(), &health);
     Ok((Action::await_change(), false))
+}
+
+/// What [`report_refused`] needs of the reconcile that met the refusal.
+struct Refused<'a> {
+    valid: &'a ValidPolicy,
+    desired: &'a Desired,
+    last_schedule: &'a BTreeMap<Section, Time>,
+    now: &'a Time,
+}
+
+/// The end of the pipeline when the API server refused a step: `Ready=False`, reason the step's,
+/// with the API server's answer (it names the field, the webhook or the missing permission), a
+/// Warning on the transition only, and the refusal handed back to [`error_policy`], which counts
+/// it and retries at the cap. When the status cannot be written either, that error is handed
+/// back instead: its retry decides when the refusal can be shown.
+async fn report_refused(
+    policy: &SignaturePolicy,
+    namespace: &str,
+    at: Refused<'_>,
+    error: Error,
+    ctx: &Context,
+) -> Error {
+    let Some(refusal) = error.refusal_message() else {
+        return error;
+    };
+    // Stable across retries, so a retry meeting the same refusal writes nothing.
+    let message = format!(
+        "{refusal}; retried every {} minutes and whenever the policy changes",
+        BACKOFF_CAP.as_secs() / 60
+    );
+    let key = format!("{namespace}/{}", policy.name_any());
+    ctx.metrics.policy_ready(&key, Some(false));
+    // Runs of the CronJobs already in place go on, so staleness is still measured.
+    let created = cron_jobs_created(at.desired, namespace, ctx);
+    let resumed = status::active_since(policy, at.now);
+    let report = Report::evaluate(at.valid, at.desired, &created, resumed.as_ref(), at.now);
+    let outcome = Outcome::Refused {
+        reason: error.reason(),
+        message,
+    };
+    let computed = status::compute(
+        policy,
+        &outcome,
+        &report.summary(),
+        at.last_schedule,
+        at.now,
+    );
+    if let Err(status_error) = write_status(policy, namespace, &computed, ctx).await {
+        tracing::warn!(policy = %key, reason = error.reason(), category = error.category(), %error, "the API server refused a step, and the status saying so could not be written");
+        return status_error;
+    }
+    events::announce_refused(ctx, policy, &computed, &report).await;
+    ctx.metrics
+        .policy_sections(namespace, &policy.name_any(), &report.health());
+    error
+}
+
+/// Creation times of the policy's desired CronJobs that exist, from the store.
+fn cron_jobs_created(desired: &Desired, namespace: &str, ctx: &Context) -> BTreeMap<Section, Time> {
+    desired
+        .cron_jobs
+        .iter()
+        .filter_map(|(section, cron_job)| {
+            let stored = cache::get(&ctx.stores.cron_jobs, namespace, &cron_job.name_any())?;
+            Some((*section, stored.created.clone()?))
+        })
+        .collect()
 }
 
 /// The sections' CronJob names.

@@ -25,6 +25,13 @@ pub enum Outcome {
     Reconciled(Vec<(Section, String)>),
     /// Semantic validation failed; nothing was touched.
     Invalid(Vec<FieldError>),
+    /// The API server refused a step: its reason (`ApplyFailed`, ...) and what it said.
+    Refused {
+        /// The step's reason, from [`crate::controller::Error::reason`].
+        reason: &'static str,
+        /// What was refused and the API server's message.
+        message: String,
+    },
 }
 
 /// The controller-owned status of a policy.
@@ -86,6 +93,7 @@ pub fn compute(
             );
             ("False", reason::INVALID_SPEC, message, None)
         }
+        Outcome::Refused { reason, message } => ("False", *reason, message.clone(), None),
     };
     let suspended = policy.spec.suspend;
     ControllerStatus {

@@ -34,8 +34,9 @@ pub struct WorkerJobTemplate {
     #[schemars(length(min = 1, max = 253))]
     pub priority_class_name: Option<String>,
 
-    /// Run the workers under this ServiceAccount instead of the one Signet creates; it then needs
-    /// permission to patch this policy's status itself.
+    /// Run the workers under this ServiceAccount of the policy's namespace instead of the one
+    /// Signet creates. Signet binds its worker Role to it, which lets it patch this policy's
+    /// status and nothing else; it must exist.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub service_account_name: Option<String>,

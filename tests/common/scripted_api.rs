@@ -42,7 +42,8 @@ pub struct Step {
     pub status: StatusCode,
     /// Checks on the request body (parsed as JSON, or YAML for apply patches).
     pub check: BodyCheck,
-    /// The answer's body, when not the default (the object sent, or the policy).
+    /// The answer's body, when not the default (the object sent or the policy; for a failure,
+    /// a Status saying "injected").
     pub reply: Option<Value>,
 }
 
@@ -67,6 +68,21 @@ pub fn failing(method: Method, path: &'static str, status: StatusCode) -> Step {
         status,
         check: Box::new(|_, _| {}),
         reply: None,
+    }
+}
+
+/// A request the API server refuses with `status` and a Status carrying `message`, as it words
+/// a refusal (RBAC, validation, an admission webhook).
+pub fn refusing(method: Method, path: &'static str, status: StatusCode, message: &str) -> Step {
+    let reason = status
+        .canonical_reason()
+        .unwrap_or_default()
+        .replace(' ', "");
+    Step {
+        reply: Some(
+            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message, "reason": reason, "code": status.as_u16()}),
+        ),
+        ..failing(method, path, status)
     }
 }
 
@@ -256,7 +272,7 @@ impl Harness {
                         .body(Body::from(serde_json::to_vec(&object).unwrap()))
                         .unwrap()
                 } else {
-                    let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": "injected", "reason": "Injected", "code": step.status.as_u16()});
+                    let status = step.reply.clone().unwrap_or_else(|| json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": "injected", "reason": "Injected", "code": step.status.as_u16()}));
                     Response::builder()
                         .status(step.status)
                         .body(Body::from(serde_json::to_vec(&status).unwrap()))

@@ -607,4 +607,5 @@ async fn a_reconciled_policy_leaves_nothing_remembered() {
 
 const BATCH_JOBS: &str = "/apis/batch/v1/namespaces/enrollment/jobs";
 
+mod refusals;
 mod staleness;
