@@ -188,6 +188,8 @@ async fn a_successful_reminders_run_writes_last_run_and_last_success() {
                 "finishedAt": "2026-09-21T14:14:02Z",
                 "outcome": "CompletedWithFailures",
                 "due": 12, "sent": 9, "held": 2, "failed": 1, "possibleDuplicates": 1,
+                // Nulled, so that an earlier failure's reason does not survive the merge.
+                "reason": null, "message": null,
             },
             "lastSuccessfulRunAt": "2026-09-21T14:14:02Z",
         }}}),
@@ -236,6 +238,7 @@ async fn a_timeouts_run_writes_its_own_section() {
                 "finishedAt": "2026-09-21T14:13:25Z",
                 "outcome": "Succeeded",
                 "timedOut": 7, "alerted": 6, "failed": 1,
+                "reason": null, "message": null,
             },
             "lastSuccessfulRunAt": "2026-09-21T14:13:25Z",
         }}})

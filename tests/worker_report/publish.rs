@@ -267,6 +267,12 @@ async fn failures_are_reported_not_raised() {
         }
     );
     assert_eq!(api.await.unwrap().len(), 1);
+    // The pod's termination message says the status write failed, and why, for the controller.
+    let written = std::fs::read_to_string(&target.termination_message_path).unwrap();
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&written).unwrap(),
+        json!({"outcome": "Succeeded", "statusWriteFailed": "Forbidden"})
+    );
 
     // No API client (no service account token) and nothing listening at the Pushgateway.
     let closed = {

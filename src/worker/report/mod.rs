@@ -495,7 +495,13 @@ pub async fn publish_with(
                 Published::Failed(err.reason())
             }
         };
-        let message = match write_termination_message(&target.termination_message_path, summary) {
+        // The termination message says when the status write failed, so that the controller,
+        // which reads it from the finished pod, can report the run and the failure itself.
+        let mut summary = summary.clone();
+        if let Published::Failed(reason) = &status {
+            summary["statusWriteFailed"] = Value::from(*reason);
+        }
+        let message = match write_termination_message(&target.termination_message_path, &summary) {
             Ok(()) => Published::Done,
             Err(err) => {
                 tracing::warn!(reason = err.reason(), error = %err, "cannot write the termination message");
