@@ -21,6 +21,7 @@ pub use super::cache::Stores;
 pub use super::context::Context;
 use super::error::Error;
 use super::events;
+use super::metrics;
 use super::names;
 use super::run_now;
 use super::staleness::{self, Report, StaleSummary};
@@ -47,14 +48,19 @@ pub async fn reconcile(policy: Arc<SignaturePolicy>, ctx: Arc<Context>) -> Resul
     );
     match result {
         Ok((action, ready)) => {
-            ctx.metrics
-                .reconciled(if ready { "success" } else { "invalid" }, started.elapsed());
+            let result = if ready {
+                metrics::RESULT_SUCCESS
+            } else {
+                metrics::RESULT_INVALID
+            };
+            ctx.metrics.reconciled(result, started.elapsed());
             ctx.metrics.policy_ready(&key, Some(ready));
             ctx.succeeded(&policy);
             Ok(action)
         }
         Err(err) => {
-            ctx.metrics.reconciled("error", started.elapsed());
+            ctx.metrics
+                .reconciled(metrics::RESULT_ERROR, started.elapsed());
             tracing::debug!(policy = %key, error = %err, "reconcile failed");
             Err(err)
         }

@@ -27,7 +27,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
 use super::build::{Desired, defaults};
-use super::metrics::SectionHealth;
+use super::metrics::{CHANNEL_REJECTED, SectionHealth};
 use crate::constants::{LABEL_POLICY, reason};
 use crate::crd::{RunOutcome, SignaturePolicy, SignaturePolicyStatus};
 use crate::policy::{Section, ValidPolicy, time};
@@ -159,6 +159,8 @@ pub struct LastRun {
     pub finished_at: Timestamp,
     /// The Job that ran it.
     pub job: String,
+    /// Why, for an outcome other than `Succeeded` (e.g. `ChannelRejected`).
+    pub reason: Option<String>,
 }
 
 impl LastRun {
@@ -175,6 +177,7 @@ impl LastRun {
                     outcome: r.outcome,
                     finished_at: r.finished_at.0,
                     job: r.job.clone(),
+                    reason: r.reason.clone(),
                 }),
             Section::Timeouts => status
                 .timeouts
@@ -185,6 +188,7 @@ impl LastRun {
                     outcome: r.outcome,
                     finished_at: r.finished_at.0,
                     job: r.job.clone(),
+                    reason: r.reason.clone(),
                 }),
         }
     }
@@ -192,6 +196,11 @@ impl LastRun {
     /// Whether the run failed as a whole (`Failed`, `ConfigError`, `Interrupted`, `JobFailed`).
     pub fn failed(&self) -> bool {
         !self.outcome.completed()
+    }
+
+    /// Whether a channel refused every delivery of the run (reason `ChannelRejected`).
+    pub fn channel_rejected(&self) -> bool {
+        self.reason.as_deref() == Some(CHANNEL_REJECTED)
     }
 }
 
@@ -375,6 +384,7 @@ impl Report {
                 section: s.section,
                 stale: matches!(s.verdict, Verdict::Stale { .. }),
                 last_run_failed: s.last_run.as_ref().is_some_and(LastRun::failed),
+                channel_rejected: s.last_run.as_ref().is_some_and(LastRun::channel_rejected),
             })
             .collect()
     }
@@ -412,11 +422,14 @@ pub fn unmeasured_health(policy: &SignaturePolicy) -> Vec<SectionHealth> {
     enabled
         .into_iter()
         .filter(|(_, enabled)| *enabled)
-        .map(|(section, _)| SectionHealth {
-            section,
-            stale: false,
-            last_run_failed: LastRun::of(policy.status.as_ref(), section)
-                .is_some_and(|run| run.failed()),
+        .map(|(section, _)| {
+            let last_run = LastRun::of(policy.status.as_ref(), section);
+            SectionHealth {
+                section,
+                stale: false,
+                last_run_failed: last_run.as_ref().is_some_and(LastRun::failed),
+                channel_rejected: last_run.as_ref().is_some_and(LastRun::channel_rejected),
+            }
         })
         .collect()
 }

@@ -429,13 +429,50 @@ fn an_invalid_spec_still_reports_failed_last_runs() {
             SectionHealth {
                 section: Section::Reminders,
                 stale: false,
-                last_run_failed: true
+                last_run_failed: true,
+                channel_rejected: false,
             },
             SectionHealth {
                 section: Section::Timeouts,
                 stale: false,
-                last_run_failed: false
+                last_run_failed: false,
+                channel_rejected: false,
             },
         ]
+    );
+}
+
+/// `failing_reminders()` with the reason a worker gives when a channel refuses everything.
+fn rejected_reminders() -> SignaturePolicyStatus {
+    let mut status = failing_reminders();
+    if let Some(run) = status.reminders.as_mut().and_then(|r| r.last_run.as_mut()) {
+        run.reason = Some("ChannelRejected".into());
+    }
+    status
+}
+
+#[test]
+fn a_run_a_channel_rejected_is_reported_for_its_section_only() {
+    let rejecting = policy(Some(rejected_reminders()), false);
+    let report = report(
+        &rejecting,
+        Some("2026-11-01T00:00:00Z"),
+        "2026-11-20T12:00:00Z",
+    );
+    let rejected = |health: &[SectionHealth]| -> Vec<(Section, bool)> {
+        health
+            .iter()
+            .map(|h| (h.section, h.channel_rejected))
+            .collect()
+    };
+    let expected = [(Section::Reminders, true), (Section::Timeouts, false)];
+    assert_eq!(rejected(&report.health()), expected);
+    assert_eq!(rejected(&unmeasured_health(&rejecting)), expected);
+    // Another reason is a failure, not a rejection.
+    let failing = policy(Some(failing_reminders()), false);
+    assert!(
+        unmeasured_health(&failing)
+            .iter()
+            .all(|h| !h.channel_rejected)
     );
 }
