@@ -11,7 +11,7 @@ IMAGE  ?= ghcr.io/signet-dev/signet:$(VERSION)
 # The oldest Kubernetes k8s-openapi 0.29 supports, and the newest kubernetes-validate knows.
 KUBE_VERSIONS ?= 1.33.0 1.37.0
 
-.PHONY: build test lint fmt crds manifests tools chart image check e2e bench
+.PHONY: build test lint fmt crds manifests tools chart alerts image check e2e bench
 
 build:
 	$(CARGO) build --locked
@@ -66,6 +66,13 @@ chart: tools
 	    *) echo "FAIL $$f was refused, but not with \"$$expect\":"; echo "$$out"; exit 1;; esac; \
 	done
 
+# The chart's alerts under the real promtool (Debian package `prometheus`): the rendered
+# PrometheusRule's rules pass `promtool check rules`, and the unit tests in tests/alerts/ (one
+# or more per alert, each scenario's series in, the alert firing after its `for` or staying
+# quiet) pass `promtool test rules`. Without promtool it fails; see hack/check-alerts.sh.
+alerts: tools
+	@bash hack/check-alerts.sh $(HELM)
+
 # The container image (Dockerfile), where a container engine runs.
 image:
 	@engine=$$(command -v docker || command -v podman || true); \
@@ -73,7 +80,7 @@ image:
 	if ! $$engine info > /dev/null 2>&1; then echo "make image: $$engine is installed but cannot reach its engine (is the daemon running?); nothing was built" >&2; exit 1; fi; \
 	$$engine build -t $(IMAGE) .
 
-check: tools lint test manifests chart
+check: tools lint test manifests chart alerts
 
 # Cluster tests against the current kubeconfig (kind, k3d): runs a controller against it for
 # the duration of the tests.
