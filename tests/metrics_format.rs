@@ -2,6 +2,8 @@
 //! it serves the Prometheus text format 0.0.4, which the real `promtool check metrics` (Debian
 //! package `prometheus`) accepts; Prometheus's own `Accept` gets OpenMetrics.
 //!
+//! The gauge the SignetDeliveriesFailing alert reads looks for the very reason the worker writes.
+//!
 //! promtool is `SIGNET_PROMTOOL`, else `promtool` on `PATH`. Without it the tests fail, unless
 //! `SIGNET_TEST_SKIP_PROMTOOL=1` asks to skip them, which CI (`CI=true`) never honours.
 
@@ -13,7 +15,9 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use signet::controller::metrics::{ERROR_REASONS, Metrics, RESULT_SUCCESS, SectionHealth};
+use signet::controller::metrics::{
+    CHANNEL_REJECTED, ERROR_REASONS, Metrics, RESULT_SUCCESS, SectionHealth,
+};
 use signet::controller::server::{Health, router};
 use signet::policy::Section;
 
@@ -67,6 +71,7 @@ fn populated() -> Arc<Metrics> {
     let metrics = Arc::new(Metrics::new());
     metrics.reconciled(RESULT_SUCCESS, Duration::from_millis(4));
     metrics.failed(ERROR_REASONS[1]);
+    metrics.refused(ERROR_REASONS[1], "AdmissionDenied");
     metrics.policy_ready("enrollment/agreements", Some(true));
     metrics.policy_ready("hr/offers", Some(false));
     let health = |section, failed| SectionHealth {
@@ -130,6 +135,7 @@ async fn the_text_format_passes_promtool_check_metrics() {
         for family in [
             "signet_reconciles_total",
             "signet_reconcile_errors_total",
+            "signet_reconcile_refusals_total",
             "signet_policy_ready",
             "signet_policy_channel_rejected",
             "signet_policy_cronjob_info",
@@ -182,4 +188,11 @@ async fn prometheus_gets_openmetrics_which_promtool_check_metrics_would_refuse()
         !checked.status.success() && said.contains("no help text"),
         "promtool accepted OpenMetrics as 0.0.4: {said}"
     );
+}
+
+/// The controller may not import the worker (tests/module_graph.rs), so it spells the reason
+/// itself; this keeps the two spellings one.
+#[test]
+fn the_controller_looks_for_the_reason_the_worker_writes() {
+    assert_eq!(CHANNEL_REJECTED, signet::worker::CHANNEL_REJECTED);
 }

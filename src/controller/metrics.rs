@@ -36,7 +36,9 @@ pub const ERROR_REASONS: [&str; 5] = [
     "RunNowFailed",
     "StatusWriteFailed",
 ];
-/// `status.<section>.lastRun.reason` of a run a channel refused outright.
+/// `status.<section>.lastRun.reason` of a run a channel refused outright: the worker's
+/// `worker::CHANNEL_REJECTED`, which the controller may not import (tests/metrics_format.rs
+/// keeps the two equal).
 pub const CHANNEL_REJECTED: &str = "ChannelRejected";
 
 /// Label `result` of `signet_reconciles_total`.
