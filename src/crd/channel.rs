@@ -142,7 +142,13 @@ pub struct SendGridChannel {
     #[schemars(length(min = 1, max = 50), inner(length(min = 3, max = 320)))]
     pub to: Vec<String>,
 
-    /// API endpoint; default `https://api.sendgrid.com/v3/mail/send` (use the EU host for EU accounts).
+    /// Where replies go, `Name <address>` or `address`; absent: to `from`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 3, max = 320))]
+    pub reply_to: Option<String>,
+
+    /// API endpoint, `https://` (plain `http://` only on a loopback address); default
+    /// `https://api.sendgrid.com/v3/mail/send` (use the EU host for EU accounts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 8, max = 2048))]
     pub endpoint: Option<String>,
@@ -177,6 +183,16 @@ pub struct SmtpChannel {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(min = 1, max = 50), inner(length(min = 3, max = 320)))]
     pub to: Vec<String>,
+
+    /// Where replies go, `Name <address>` or `address`; absent: to `from`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 3, max = 320))]
+    pub reply_to: Option<String>,
+
+    /// The name Signet gives itself in EHLO; default the domain of `from`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub hello_name: Option<String>,
 }
 
 const fn default_smtp_port() -> i32 {

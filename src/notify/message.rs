@@ -51,19 +51,57 @@ impl Message {
     }
 }
 
-/// Splits `Name <address>` into its parts (`address` alone has no name).
+/// Headers every email carries: it is automated mail (RFC 3834), so auto-responders and
+/// out-of-office replies stay quiet (`X-Auto-Response-Suppress` is Exchange's equivalent).
+pub const AUTOMATED_MAIL_HEADERS: [(&str, &str); 2] = [
+    ("Auto-Submitted", "auto-generated"),
+    ("X-Auto-Response-Suppress", "All"),
+];
+
+/// Splits `Name <address>` into its parts (`address` alone has no name). A quoted name
+/// (`"O\"Brien, Pat" <pat@example.com>`) is unquoted: `O"Brien, Pat`.
 pub fn split_mailbox(mailbox: &str) -> (Option<String>, String) {
     let mailbox = mailbox.trim();
     match mailbox.rsplit_once('<') {
         Some((name, rest)) => {
-            let name = name.trim().trim_matches('"').trim();
+            let name = name.trim();
+            let name = match name
+                .strip_prefix('"')
+                .and_then(|quoted| quoted.strip_suffix('"'))
+            {
+                Some(quoted) => unquote(quoted),
+                None => name.to_owned(),
+            };
+            let name = display_name(&name);
             (
-                (!name.is_empty()).then(|| name.to_owned()),
+                (!name.is_empty()).then_some(name),
                 rest.trim_end_matches('>').trim().to_owned(),
             )
         }
         None => (None, mailbox.to_owned()),
     }
+}
+
+/// The inside of an RFC 5322 quoted-string: `\x` is `x`.
+fn unquote(quoted: &str) -> String {
+    let mut out = String::with_capacity(quoted.len());
+    let mut chars = quoted.chars();
+    while let Some(c) = chars.next() {
+        out.push(if c == '\\' {
+            chars.next().unwrap_or(c)
+        } else {
+            c
+        });
+    }
+    out
+}
+
+/// A display name fit for a header: control characters (a line break from a database row)
+/// become spaces, and surrounding space goes.
+pub fn display_name(name: &str) -> String {
+    name.replace(|c: char| c.is_control(), " ")
+        .trim()
+        .to_owned()
 }
 
 #[cfg(test)]
@@ -100,6 +138,17 @@ mod tests {
         assert_eq!(
             split_mailbox("\"Ops, Team\" <ops@example.com>"),
             (Some("Ops, Team".into()), "ops@example.com".into())
+        );
+        assert_eq!(
+            split_mailbox(r#""O\"Brien, Pat \\ Co" <pat@example.com>"#),
+            (
+                Some(r#"O"Brien, Pat \ Co"#.into()),
+                "pat@example.com".into()
+            )
+        );
+        assert_eq!(
+            split_mailbox("Ops\r\nBcc: x <ops@example.com>"),
+            (Some("Ops  Bcc: x".into()), "ops@example.com".into())
         );
         assert_eq!(
             split_mailbox("a@example.com"),

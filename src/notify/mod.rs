@@ -24,7 +24,7 @@ use futures::future::BoxFuture;
 pub use digest::Digest;
 pub use error::{Error, describe_reqwest};
 pub use http::{HttpTimeouts, http_client, parse_retry_after, retry_after_header, send_http};
-pub use message::{Message, split_mailbox};
+pub use message::{AUTOMATED_MAIL_HEADERS, Message, display_name, split_mailbox};
 pub use retry::RetryPolicy;
 pub use secrets::{EnvLookup, secret};
 

@@ -1,22 +1,29 @@
 //! SMTP submission with lettre's pooled async transport: `starttls` (required), `tls` (implicit)
-//! or `none`; credentials from the Secret's environment variables. The Message-ID is derived from
-//! the idempotency key, so a repeated delivery carries the same id.
+//! or `none`; credentials from the Secret's environment variables; EHLO with `helloName`, else
+//! the sender's domain. The Message-ID is derived from the idempotency key, so a repeated
+//! delivery carries the same id; every mail is marked automated ([`AUTOMATED_MAIL_HEADERS`]).
 
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use lettre::Address;
+use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::PoolConfig;
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::extension::ClientId;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
-use super::{Error, Message, MessageChannel, Receipt};
+use super::{
+    AUTOMATED_MAIL_HEADERS, Error, Message, MessageChannel, Receipt, display_name, split_mailbox,
+};
 use crate::crd::{SmtpChannel, SmtpSecurity};
 
 /// An SMTP channel.
 pub struct Smtp {
     transport: AsyncSmtpTransport<Tokio1Executor>,
     from: Mailbox,
+    reply_to: Option<Mailbox>,
     alert_to: Vec<String>,
 }
 
@@ -39,8 +46,24 @@ impl Smtp {
             )),
         }
         .map_err(|e| Error::Config(format!("SMTP host {:?}: {e}", channel.host)))?;
+        let from = config_mailbox(&channel.from, "from")?;
+        let reply_to = channel
+            .reply_to
+            .as_deref()
+            .map(|mailbox| config_mailbox(mailbox, "replyTo"))
+            .transpose()?;
+        let hello = channel
+            .hello_name
+            .clone()
+            .unwrap_or_else(|| from.email.domain().to_owned());
+        let hello = match hello.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V4(ip)) => ClientId::Ipv4(ip),
+            Ok(std::net::IpAddr::V6(ip)) => ClientId::Ipv6(ip),
+            Err(_) => ClientId::Domain(hello),
+        };
         let mut builder = builder
             .port(port)
+            .hello_name(hello)
             .timeout(Some(Duration::from_secs(30)))
             .pool_config(PoolConfig::new().max_size(4));
         if let Some((user, password)) = credentials {
@@ -48,10 +71,8 @@ impl Smtp {
         }
         Ok(Self {
             transport: builder.build(),
-            from: channel
-                .from
-                .parse()
-                .map_err(|e| Error::Config(format!("SMTP from {:?}: {e}", channel.from)))?,
+            from,
+            reply_to,
             alert_to: channel.to.clone(),
         })
     }
@@ -71,16 +92,31 @@ impl Smtp {
                 "<{}@{domain}>",
                 message.idempotency_key.replace(':', ".")
             )));
+        if let Some(reply_to) = &self.reply_to {
+            builder = builder.reply_to(reply_to.clone());
+        }
+        for (name, value) in AUTOMATED_MAIL_HEADERS {
+            builder = builder.raw_header(HeaderValue::new(
+                HeaderName::new_from_ascii_str(name),
+                value.to_owned(),
+            ));
+        }
         for to in recipients {
-            let mailbox: Mailbox = match (&message.signer_name, message.kind.is_for_signer()) {
-                (Some(name), true) => format!("{name} <{to}>").parse().or_else(|_| to.parse()),
-                _ => to.parse(),
-            }
-            .map_err(|e| Error::Rejected {
+            let (name, address) = split_mailbox(&to);
+            let name = name.or_else(|| {
+                message
+                    .kind
+                    .is_for_signer()
+                    .then(|| message.signer_name.as_deref().map(display_name))
+                    .flatten()
+                    .filter(|name| !name.is_empty())
+            });
+            let address: Address = address.parse().map_err(|e| Error::Rejected {
                 status: None,
                 message: format!("{to:?} is not an email address: {e}"),
             })?;
-            builder = builder.to(mailbox);
+            // lettre quotes or encodes the name as the header needs (`"O\"Brien, Pat"`).
+            builder = builder.to(Mailbox::new(name, address));
         }
         builder
             .multipart(MultiPart::alternative_plain_html(
@@ -92,6 +128,15 @@ impl Smtp {
                 message: format!("cannot build the email: {e}"),
             })
     }
+}
+
+/// A mailbox from the channel's configuration (`from`, `replyTo`), its name as written.
+fn config_mailbox(mailbox: &str, field: &str) -> Result<Mailbox, Error> {
+    let (name, address) = split_mailbox(mailbox);
+    let address = address
+        .parse()
+        .map_err(|e| Error::Config(format!("SMTP {field} {mailbox:?}: {e}")))?;
+    Ok(Mailbox::new(name, address))
 }
 
 impl MessageChannel for Smtp {

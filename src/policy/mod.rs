@@ -3,6 +3,7 @@
 //! the renderer, the store queries). It imports none of store, notify, controller, worker,
 //! commands or admission; `tests/design.rs` keeps it that way.
 
+pub mod bodies;
 pub mod notice;
 pub mod query;
 pub mod routes;

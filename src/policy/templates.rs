@@ -1,6 +1,7 @@
 //! Message templates (minijinja): the variables a template may use, the syntax check that
 //! semantic validation runs on a policy's own templates, and the [`Renderer`] the workers use:
-//! built-in defaults per notice kind, overridden part by part by the policy; HTML auto-escaped.
+//! built-in defaults per notice kind, overridden part by part by the policy (a body the policy
+//! leaves out is derived from the one it words); HTML auto-escaped.
 
 use minijinja::{AutoEscape, Environment};
 use serde::Serialize;
@@ -8,7 +9,7 @@ use serde::Serialize;
 use crate::crd::SignaturePolicySpec;
 
 use super::notice::NoticeKind;
-use super::routes;
+use super::{bodies, routes};
 
 /// Variables available to reminder and warning templates.
 pub const VARIABLES: &[&str] = &[
@@ -200,8 +201,15 @@ impl Renderer {
         Ok(Self { env })
     }
 
-    /// Renders the message of `kind`.
+    /// Renders the message of `kind`. A policy that words only one body gets the other derived
+    /// from it ([`bodies`]), so its own words are in both parts and never beside the built-in
+    /// ones; the built-in bodies are used only when it words neither.
     pub fn render(&self, kind: NoticeKind, context: &TemplateContext) -> Result<Rendered, String> {
+        let own = |part: &str| {
+            self.env
+                .get_template(&format!("{}.{part}", kind.as_str()))
+                .is_ok()
+        };
         let part = |part: &str| {
             let name = format!("{}.{part}", kind.as_str());
             self.env
@@ -210,10 +218,22 @@ impl Renderer {
                 .and_then(|t| t.render(minijinja::value::Serde(context)))
                 .map_err(|e| format!("template {name}: {}", describe(e)))
         };
+        let (text, html) = match (own("text"), own("html")) {
+            (true, false) => {
+                let text = part("text")?;
+                let html = bodies::text_to_html(&text);
+                (text, html)
+            }
+            (false, true) => {
+                let html = part("html")?;
+                (bodies::html_to_text(&html), html)
+            }
+            _ => (part("text")?, part("html")?),
+        };
         Ok(Rendered {
             subject: part("subject")?.trim().replace(['\r', '\n'], " "),
-            text: part("text")?,
-            html: part("html")?,
+            text,
+            html,
         })
     }
 }
@@ -459,6 +479,38 @@ mod tests {
             r.html,
             "<b>Ada &lt;script&gt;alert(1)&lt;&#x2f;script&gt; &amp; Co</b>"
         );
-        assert!(r.text.starts_with("Hello Ada"), "the default text stays");
+        assert_eq!(
+            r.text, "Ada <script>alert(1)</script> & Co\n",
+            "the text part says what the policy's html says, not the built-in wording"
+        );
+    }
+
+    #[test]
+    fn a_policy_text_alone_gives_both_bodies_its_words() {
+        let renderer = super::Renderer::new(&spec(
+            "reminders: {channels: [log]}\nexpiryWarning: {before: 1h, channels: [log], template: {text: \"Please sign {{ document_title }} at {{ signing_url }}\\n\\nThanks, {{ signer_name }}\"}}",
+        ))
+        .unwrap();
+        let r = renderer
+            .render(crate::policy::NoticeKind::ExpiryWarning, &context())
+            .unwrap();
+        assert_eq!(
+            r.text,
+            "Please sign Enrollment \"2026\" at https://sign.example.com/x?a=1&b=2\n\nThanks, Ada <script>alert(1)</script> & Co"
+        );
+        assert_eq!(
+            r.html,
+            "<p>Please sign Enrollment &quot;2026&quot; at <a href=\"https://sign.example.com/x?a=1&amp;b=2\">https://sign.example.com/x?a=1&amp;b=2</a></p>\n\
+             <p>Thanks, Ada &lt;script&gt;alert(1)&lt;/script&gt; &amp; Co</p>\n"
+        );
+        assert!(
+            r.subject.starts_with("Last chance"),
+            "a part the policy leaves out, other than a body, stays built in"
+        );
+        // The reminder has no template: the built-in bodies, both of them.
+        let reminder = renderer
+            .render(crate::policy::NoticeKind::Reminder, &context())
+            .unwrap();
+        assert!(reminder.html.starts_with("<p>Hello Ada &lt;script"));
     }
 }

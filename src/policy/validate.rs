@@ -181,7 +181,7 @@ fn check_template(path: &str, template: &MessageTemplate, errors: &mut Vec<Field
 fn check_channels(spec: &SignaturePolicySpec, errors: &mut Vec<FieldError>) {
     for (i, channel) in spec.channels.iter().enumerate() {
         let path = format!("spec.channels[{i}]");
-        let (kind_path, from, to) = match channel.kind() {
+        let (kind_path, from, to, reply_to) = match channel.kind() {
             Some(ChannelKind::SendGrid(c)) => {
                 if let Some(endpoint) = &c.endpoint
                     && let Err(message) = check_http_url(endpoint)
@@ -191,7 +191,7 @@ fn check_channels(spec: &SignaturePolicySpec, errors: &mut Vec<FieldError>) {
                         message,
                     ));
                 }
-                ("sendgrid", &c.from, &c.to)
+                ("sendgrid", &c.from, &c.to, &c.reply_to)
             }
             Some(ChannelKind::Smtp(c)) => {
                 if let Err(message) = check_host(&c.host) {
@@ -205,12 +205,23 @@ fn check_channels(spec: &SignaturePolicySpec, errors: &mut Vec<FieldError>) {
                         "security: none would send the SMTP password unencrypted; use starttls or tls",
                     ));
                 }
-                ("smtp", &c.from, &c.to)
+                if let Some(name) = &c.hello_name
+                    && let Err(message) = check_host(name)
+                {
+                    errors.push(FieldError::new(format!("{path}.smtp.helloName"), message));
+                }
+                ("smtp", &c.from, &c.to, &c.reply_to)
             }
             _ => continue,
         };
         if let Err(message) = check_mailbox(from) {
             errors.push(FieldError::new(format!("{path}.{kind_path}.from"), message));
+        }
+        if let Some(Err(message)) = reply_to.as_deref().map(check_mailbox) {
+            errors.push(FieldError::new(
+                format!("{path}.{kind_path}.replyTo"),
+                message,
+            ));
         }
         for (j, address) in to.iter().enumerate() {
             if let Err(message) = check_mailbox(address) {
@@ -373,6 +384,25 @@ spec:
         assert_eq!(
             errors[3],
             "spec.channels[0].smtp.to[0]: \"ops.example.com\" is not an email address: it has no '@'"
+        );
+    }
+
+    #[test]
+    fn refuses_a_bad_reply_to_and_ehlo_name() {
+        let good = BASE.replace(
+            "to: [ops@example.com]}",
+            "to: [ops@example.com], replyTo: \"\\\"O'Brien, Pat\\\" <pat@example.com>\", helloName: mail.example.com}",
+        );
+        assert_eq!(errors_of(&good), Vec::<String>::new(), "{good}");
+        let bad = good
+            .replace("<pat@example.com>", "<pat.example.com>")
+            .replace("mail.example.com}", "mail example.com}");
+        assert_eq!(
+            errors_of(&bad),
+            [
+                "spec.channels[0].smtp.helloName: \"mail example.com\" is not a host name or IP address",
+                "spec.channels[0].smtp.replyTo: \"\\\"O'Brien, Pat\\\" <pat.example.com>\" is not an email address: it has no '@'",
+            ]
         );
     }
 

@@ -172,9 +172,21 @@ impl Drop for HttpServer {
 /// A message the SMTP server accepted.
 #[derive(Clone, Debug)]
 pub struct Mail {
+    /// The name the client gave in EHLO (or HELO).
+    pub hello: String,
     pub from: String,
     pub to: Vec<String>,
+    /// The message as sent, dot-stuffing undone, lines ending in `\n`.
     pub data: String,
+}
+
+impl Mail {
+    /// The message as a mail client parses it.
+    pub fn parsed(&self) -> mail_parser::Message<'_> {
+        mail_parser::MessageParser::default()
+            .parse(self.data.as_bytes())
+            .expect("a parseable email")
+    }
 }
 
 /// An SMTP server (no TLS, no auth) that accepts every recipient except those containing
@@ -240,7 +252,9 @@ async fn session(
     write
         .write_all(b"220 localhost ESMTP signet-test\r\n")
         .await?;
+    let mut hello = String::new();
     let mut current = Mail {
+        hello: String::new(),
         from: String::new(),
         to: vec![],
         data: String::new(),
@@ -255,9 +269,11 @@ async fn session(
             write.write_all(refused.as_bytes()).await?;
             continue;
         } else if upper.starts_with("EHLO") || upper.starts_with("HELO") {
+            hello = line[4..].trim().to_owned();
             b"250-localhost\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n"
         } else if upper.starts_with("MAIL FROM:") {
             current = Mail {
+                hello: hello.clone(),
                 from: line[10..].trim().to_owned(),
                 to: vec![],
                 data: String::new(),
@@ -276,7 +292,10 @@ async fn session(
                 if data == "." {
                     break;
                 }
-                current.data.push_str(&data);
+                // RFC 5321 4.5.2: a line the client began with an extra dot.
+                current
+                    .data
+                    .push_str(data.strip_prefix('.').unwrap_or(&data));
                 current.data.push('\n');
             }
             mails.lock().unwrap().push(current.clone());

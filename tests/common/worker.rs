@@ -61,11 +61,11 @@ impl Harness {
     - name: hook
       webhook: {{urlSecretRef: {{name: hook, key: url}}, signingSecretRef: {{name: hook, key: hmac}}}}
     - name: mail
-      sendgrid: {{apiKeySecretRef: {{name: sendgrid, key: key}}, from: "Enrollment <no-reply@example.com>", to: [ops@example.com], endpoint: "{}"}}
+      sendgrid: {{apiKeySecretRef: {{name: sendgrid, key: key}}, from: "Enrollment <no-reply@example.com>", to: [ops@example.com], replyTo: "\"Enrollment, Help\" <help@example.com>", endpoint: "{}"}}
     - name: ops
       slack: {{webhookUrlSecretRef: {{name: slack, key: url}}}}
     - name: smtp
-      smtp: {{host: 127.0.0.1, port: {}, security: none, from: "Enrollment <no-reply@example.com>", to: [ops@example.com]}}
+      smtp: {{host: 127.0.0.1, port: {}, security: none, from: "Enrollment <no-reply@example.com>", to: [ops@example.com], replyTo: "\"Enrollment, Help\" <help@example.com>"}}
 "#,
             self.http.url("/v3/mail/send"),
             self.smtp.port

@@ -368,5 +368,6 @@ async fn postgres_concurrent_runs_send_each_notification_once() {
 }
 
 mod channels;
+mod emails;
 mod process;
 mod rejected;
