@@ -184,7 +184,9 @@ fn check_channels(spec: &SignaturePolicySpec, errors: &mut Vec<FieldError>) {
         let (kind_path, from, to, reply_to) = match channel.kind() {
             Some(ChannelKind::SendGrid(c)) => {
                 if let Some(endpoint) = &c.endpoint
-                    && let Err(message) = check_http_url(endpoint)
+                    && let Err(message) = check_http_url(endpoint).and_then(|()| {
+                        check_encrypted(endpoint, "would send the SendGrid API key unencrypted")
+                    })
                 {
                     errors.push(FieldError::new(
                         format!("{path}.sendgrid.endpoint"),
@@ -281,6 +283,41 @@ fn check_http_url(url: &str) -> Result<(), String> {
         .map_or(host, |(h, _)| h);
     check_host(host.trim_start_matches('[').trim_end_matches(']'))
         .map_err(|e| format!("{url:?}: {e}"))
+}
+
+/// The host of an `http(s)://` URL, without port or brackets.
+fn url_host(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let authority = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    match authority.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next().unwrap_or_default(),
+        None => authority
+            .rsplit_once(':')
+            .filter(|(_, port)| port.parse::<u16>().is_ok())
+            .map_or(authority, |(h, _)| h),
+    }
+}
+
+/// Refuses a plain `http://` URL unless its host is a loopback address (`127.0.0.0/8`, `::1`,
+/// `localhost`), where nothing crosses a network: a stand-in in a test, a local relay.
+fn check_encrypted(url: &str, consequence: &str) -> Result<(), String> {
+    if !url.starts_with("http://") {
+        return Ok(());
+    }
+    let host = url_host(url);
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if loopback {
+        return Ok(());
+    }
+    Err(format!(
+        "{url:?} {consequence}; use https:// (plain http:// is accepted only on a loopback address such as 127.0.0.1)"
+    ))
 }
 
 fn check_host(host: &str) -> Result<(), String> {
@@ -385,6 +422,43 @@ spec:
             errors[3],
             "spec.channels[0].smtp.to[0]: \"ops.example.com\" is not an email address: it has no '@'"
         );
+    }
+
+    #[test]
+    fn sendgrid_endpoints_are_https_except_on_loopback() {
+        let with_endpoint = |url: &str| {
+            let yaml = BASE.replace(
+                "smtp: {host: smtp.example.com, from: \"Signet <no-reply@example.com>\", to: [ops@example.com]}",
+                &format!(
+                    "sendgrid: {{apiKeySecretRef: {{name: sg, key: key}}, from: no-reply@example.com, to: [ops@example.com], endpoint: \"{url}\"}}"
+                ),
+            );
+            assert!(yaml.contains("sendgrid:"), "{yaml}");
+            errors_of(&yaml)
+        };
+        for fine in [
+            "https://api.eu.sendgrid.com/v3/mail/send",
+            "http://127.0.0.1:8080/v3/mail/send",
+            "http://127.9.9.9/v3/mail/send",
+            "http://[::1]:8080/v3/mail/send",
+            "http://localhost:8080/v3/mail/send",
+        ] {
+            assert_eq!(with_endpoint(fine), Vec::<String>::new(), "{fine}");
+        }
+        for plain in [
+            "http://api.sendgrid.com/v3/mail/send",
+            "http://10.0.0.1/v3/mail/send",
+            "http://127.0.0.1.example.com/v3/mail/send",
+            "http://[::2]:8080/v3/mail/send",
+        ] {
+            assert_eq!(
+                with_endpoint(plain),
+                [format!(
+                    "spec.channels[0].sendgrid.endpoint: {plain:?} would send the SendGrid API key unencrypted; use https:// (plain http:// is accepted only on a loopback address such as 127.0.0.1)"
+                )],
+                "{plain}"
+            );
+        }
     }
 
     #[test]
