@@ -75,7 +75,7 @@ async fn alerts_through_a_rejecting_slack_webhook_wait_for_the_next_run(h: &Harn
     let digest = h.http.requests().last().unwrap().json();
     let text = digest["text"].as_str().unwrap();
     assert!(
-        text.starts_with("Signet: 3 notifications (3 timeout alert)"),
+        text.starts_with("Signet: 3 notifications (3 timeout alerts)"),
         "{text}"
     );
     for seed in &expired {
@@ -268,11 +268,89 @@ async fn slack_gets_one_digest_per_run_with_the_count_and_first_items() {
     );
     let text = requests[0].json()["text"].as_str().unwrap().to_owned();
     assert!(
-        text.starts_with("Signet: 14 notifications (14 timeout alert)"),
+        text.starts_with("Signet: 14 notifications (14 timeout alerts)"),
         "{text}"
     );
     assert_eq!(text.matches("\n• timeout alert: ").count(), 10, "{text}");
     assert!(text.ends_with("\n…and 4 more"), "{text}");
+}
+
+#[tokio::test]
+async fn a_digest_of_500_timeouts_with_4kb_titles_stays_within_slacks_limits() {
+    let h = sqlite_harness().await;
+    let spec = h.policy(&timeout("ops"));
+    let seeds: Vec<Seed> = (0..500).map(|_| Seed::pending(15.0 * DAY)).collect();
+    h.seed(&seeds).await;
+    // 4 KB titles full of mrkdwn and Slack control characters.
+    let title = "*bold* _it_ ~gone~ `code` <!channel> & ".repeat(106);
+    assert!(title.len() >= 4096);
+    testing::execute(
+        &h.store,
+        &format!("UPDATE signature_workflows SET document_title = '{title}'"),
+    )
+    .await
+    .unwrap();
+    let run = h.check_timeouts(&spec).await;
+    assert_eq!(counts(&run), (500, 500, 0, 0), "{run:?}");
+    let requests = h.http.requests();
+    assert_eq!(requests.len(), 1, "one digest");
+    let payload = requests[0].json();
+
+    // Slack's limits, as src/notify/slack.rs cites them.
+    let units = |s: &str| s.encode_utf16().count();
+    let text = payload["text"].as_str().unwrap();
+    assert!(units(text) <= 4_000, "text of {}", units(text));
+    let blocks = payload["blocks"].as_array().unwrap();
+    assert!(blocks.len() <= 50);
+    assert_eq!(blocks[0]["type"], "header");
+    assert!(blocks[0]["text"]["text"].as_str().unwrap().chars().count() <= 150);
+    let sections: Vec<&str> = blocks
+        .iter()
+        .filter(|b| b["type"] == "section")
+        .map(|b| b["text"]["text"].as_str().unwrap())
+        .collect();
+    assert!(sections.iter().all(|s| units(s) <= 3_000));
+
+    let listed = text.matches("\n• timeout alert: ").count();
+    assert!((1..=10).contains(&listed), "{text}");
+    assert_eq!(sections.len(), listed, "a section per listed alert");
+    assert!(
+        text.starts_with("Signet: 500 notifications (500 timeout alerts)\n"),
+        "{text}"
+    );
+    let more = format!("…and {} more", 500 - listed);
+    assert!(text.ends_with(&format!("\n{more}")), "{text}");
+    let context = blocks.last().unwrap();
+    assert_eq!(context["type"], "context");
+    assert_eq!(
+        context["elements"][0]["text"],
+        format!("500 timeout alerts · {more}")
+    );
+
+    // Escaped: no control character of Slack's, and no formatting character that touches a
+    // word without an invisible guard between them.
+    let z = '\u{200b}';
+    for item in sections
+        .iter()
+        .copied()
+        .chain(text.lines().filter(|l| l.starts_with("• ")))
+    {
+        assert!(
+            !item.contains("<!channel>") && !item.contains("& "),
+            "{item}"
+        );
+        assert!(item.contains("&lt;!channel&gt; &amp; "), "{item}");
+        for delimiter in ['*', '_', '~', '`'] {
+            for (at, _) in item.match_indices(delimiter) {
+                let before = item[..at].chars().next_back();
+                let after = item[at + 1..].chars().next();
+                assert!(
+                    before == Some(z) && after == Some(z),
+                    "{delimiter} unguarded in {item:?}"
+                );
+            }
+        }
+    }
 }
 
 #[tokio::test]

@@ -139,7 +139,7 @@ async fn slack_gets_one_digest_per_run() {
     assert_eq!(requests.len(), 1, "one message, never one per workflow");
     let text = requests[0].json()["text"].as_str().unwrap().to_owned();
     assert!(
-        text.starts_with("Signet: 12 notifications (12 reminder)"),
+        text.starts_with("Signet: 12 notifications (12 reminders)"),
         "{text}"
     );
     assert_eq!(
