@@ -47,6 +47,9 @@ const CLAIMS: [&str; 3] = [
 /// The log row of a claimed delivery or a timeout alert.
 const INSERT_LOG: &str = sql!("insert_log");
 
+/// The `last_reminded_at` of workflows before a reminder claim, kept in its log rows.
+const LAST_REMINDED: &str = sql!("last_reminded");
+
 /// The update half of a timeout chunk of each deadline source: `deadline_at`, then
 /// `requested_at + timeout.after`. Each chunk takes the first expired rows still pending (those
 /// of earlier chunks are not any more), so SQLite needs no position within the walk.
@@ -169,6 +172,19 @@ impl SqliteStore {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(Error::query("starting a claim"))?;
+        let mut previous = std::collections::HashMap::new();
+        if kind == NoticeKind::Reminder {
+            for row in sqlx::query(LAST_REMINDED)
+                .bind(json(&ids))
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(Error::query("reading when workflows were last reminded"))?
+            {
+                let id: String = row.try_get("id").map_err(data)?;
+                let at: Option<String> = row.try_get("last_reminded_at").map_err(data)?;
+                previous.insert(id, at);
+            }
+        }
         let rows = bind_due(sqlx::query(sql), query)
             .bind(json(&ids))
             .fetch_all(&mut *tx)
@@ -190,6 +206,7 @@ impl SqliteStore {
                     .bind(channel)
                     .bind(&key)
                     .bind(seconds_modifier(super::seconds(lease)))
+                    .bind(previous.get(&workflow.id.to_string()).cloned().flatten())
                     .fetch_optional(&mut *tx)
                     .await
                     .map_err(Error::query("logging claimed notifications"))?;
@@ -247,6 +264,7 @@ impl SqliteStore {
                     .bind(channel)
                     .bind(&key)
                     .bind(seconds_modifier(super::seconds(lease)))
+                    .bind(None::<String>)
                     .fetch_optional(&mut *tx)
                     .await
                     .map_err(Error::query("logging timeout alerts"))?;
@@ -338,10 +356,12 @@ impl SqliteStore {
             let workflow: String = group.try_get("workflow_id").map_err(data)?;
             let kind: String = group.try_get("kind").map_err(data)?;
             let sequence: i32 = group.try_get("sequence").map_err(data)?;
+            let previous: Option<String> = group.try_get("previous_reminded_at").map_err(data)?;
             sqlx::query(RELEASE_UNDO)
                 .bind(&workflow)
                 .bind(&kind)
                 .bind(sequence)
+                .bind(previous)
                 .execute(&mut *tx)
                 .await
                 .map_err(Error::query("undoing unsent claims"))?;

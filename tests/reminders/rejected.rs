@@ -13,6 +13,7 @@ use signet::store::testing::LogRow;
 on_both!(
     a_revoked_sendgrid_key_fails_the_run_and_the_webhook_goes_on,
     an_only_channel_that_rejects_leaves_the_workflows_as_they_were,
+    an_undone_second_reminder_gets_its_last_reminded_at_back,
     an_smtp_relay_that_wants_a_login_fails_the_run,
     row_level_refusals_complete_the_run,
 );
@@ -213,7 +214,19 @@ async fn an_only_channel_that_rejects_leaves_the_workflows_as_they_were(h: &Harn
         before.push(testing::workflow(&h.store, seed.id).await.unwrap());
     }
 
-    let first = h.run(&spec).await;
+    // One page, so every due notice is claimed before the breaker opens (with small pages the
+    // later ones are never claimed at all) and each claim must be undone.
+    let channels = h.channels(&spec);
+    let policy = signet::policy::Policy::parse(&spec).unwrap();
+    let one_page = signet::worker::RunOptions {
+        batch_size: 100,
+        ..options()
+    };
+    let first = Run::new(&policy, &channels, one_page)
+        .unwrap()
+        .send_reminders(&h.store)
+        .await
+        .unwrap();
     assert_eq!(first.outcome(), RunOutcome::Failed, "{first:?}");
     // Six reminders and two expiry warnings (4 and 3.3 days of 5 gone).
     assert_eq!(first.deliveries.sent, 0, "{first:?}");
@@ -264,6 +277,69 @@ async fn an_only_channel_that_rejects_leaves_the_workflows_as_they_were(h: &Harn
         r
     };
     assert_eq!(reminded, expected(&seeds[..6]));
+}
+
+async fn an_undone_second_reminder_gets_its_last_reminded_at_back(h: &Harness) {
+    let spec = h.policy(
+        "  reminders: {firstAfter: 24h, every: 48h, maxReminders: 3, channels: [mail]}\n  expiryWarning: {before: 2d, channels: [mail]}\n  timeout: {after: 5d}",
+    );
+    let revoked = sendgrid_key(h);
+    // Each due its second reminder (the first 49h ago) and its expiry warning (80h of 120h
+    // gone), so one page claims both notices of every workflow before any send.
+    let seeds: Vec<Seed> = (0..4)
+        .map(|i| {
+            let mut seed = Seed::pending(80.0 * HOUR + f64::from(i));
+            seed.reminders_sent = 1;
+            seed.last_reminded_ago = Some(49.0 * HOUR + f64::from(i) * 60.0);
+            seed
+        })
+        .collect();
+    h.seed(&seeds).await;
+    let mut before = Vec::new();
+    for seed in &seeds {
+        before.push(testing::workflow(&h.store, seed.id).await.unwrap());
+    }
+    let channels = h.channels(&spec);
+    let policy = signet::policy::Policy::parse(&spec).unwrap();
+    let one_page = signet::worker::RunOptions {
+        batch_size: 100,
+        ..options()
+    };
+    let first = Run::new(&policy, &channels, one_page)
+        .unwrap()
+        .send_reminders(&h.store)
+        .await
+        .unwrap();
+    assert_eq!(first.outcome(), RunOutcome::Failed, "{first:?}");
+    assert_eq!(
+        (first.deliveries.sent, first.deliveries.released),
+        (0, 8),
+        "{first:?}"
+    );
+    for (seed, was) in seeds.iter().zip(&before) {
+        let now = testing::workflow(&h.store, seed.id).await.unwrap();
+        assert_eq!(now.reminders_sent, 1, "{}", seed.id);
+        assert_eq!(now.last_reminded_at, was.last_reminded_at, "{}", seed.id);
+        assert_eq!(now.expiry_warned_at, None, "{}", seed.id);
+    }
+    assert!(testing::log_rows(&h.store).await.unwrap().is_empty());
+
+    revoked.store(false, Ordering::SeqCst);
+    let second = h.run(&spec).await;
+    assert_eq!(
+        (second.outcome(), second.deliveries.sent),
+        (RunOutcome::Succeeded, 8),
+        "{second:?}"
+    );
+    let log = testing::log_rows(&h.store).await.unwrap();
+    let mut notices: Vec<(String, i32)> =
+        log.iter().map(|r| (r.kind.clone(), r.sequence)).collect();
+    notices.sort();
+    notices.dedup();
+    assert_eq!(
+        notices,
+        [("expiry_warning".to_owned(), 1), ("reminder".to_owned(), 2)]
+    );
 }
 
 async fn an_smtp_relay_that_wants_a_login_fails_the_run(h: &Harness) {

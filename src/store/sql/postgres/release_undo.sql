@@ -1,22 +1,22 @@
 -- Gives back the claims of deliveries a run did not send ($1 log ids): a claim none of whose
 -- deliveries remains (every row of its workflow, kind and sequence is among $1 and pending) is
 -- undone on the workflow, as if it had never been made, and its log rows are deleted, so the
--- notice is due again. A reminder is undone only while it is the workflow's latest; its
--- `last_reminded_at` goes back to when the previous reminder was claimed (its log rows were
--- written in the same statement as the counter). Returns the log rows deleted.
+-- notice is due again. A reminder is undone only while it is the workflow's latest, and only
+-- when its rows remember the `last_reminded_at` before the claim (rows claimed before migration
+-- 0004 do not), which it gets back. Returns the log rows deleted.
 WITH released AS (
-    SELECT l.id, l.workflow_id, l.kind, l.sequence
+    SELECT l.id, l.workflow_id, l.kind, l.sequence, l.previous_reminded_at
     FROM signature_reminder_log l
     WHERE l.id = ANY($1::bigint[])
     AND l.state = 'pending'
     AND l.kind IN ('reminder', 'expiry_warning', 'escalation')
     FOR UPDATE),
 whole AS (
-    SELECT DISTINCT r.workflow_id, r.kind, r.sequence
+    SELECT DISTINCT r.workflow_id, r.kind, r.sequence, r.previous_reminded_at
     FROM released r
     JOIN signature_workflows w ON w.id = r.workflow_id
     WHERE w.status = 'pending'
-    AND (r.kind <> 'reminder' OR w.reminders_sent = r.sequence)
+    AND (r.kind <> 'reminder' OR (w.reminders_sent = r.sequence AND (r.sequence = 1 OR r.previous_reminded_at IS NOT NULL)))
     AND NOT EXISTS (
         SELECT 1
         FROM signature_reminder_log o
@@ -25,17 +25,12 @@ whole AS (
         AND o.sequence = r.sequence
         AND NOT (o.id = ANY($1::bigint[]) AND o.state = 'pending'))),
 per_workflow AS (
-    SELECT workflow_id, max(sequence) FILTER (WHERE kind = 'reminder') AS reminder, bool_or(kind = 'expiry_warning') AS expiry_warning, bool_or(kind = 'escalation') AS escalation
+    SELECT workflow_id, max(sequence) FILTER (WHERE kind = 'reminder') AS reminder, max(previous_reminded_at) FILTER (WHERE kind = 'reminder') AS previous_reminded_at, bool_or(kind = 'expiry_warning') AS expiry_warning, bool_or(kind = 'escalation') AS escalation
     FROM whole
     GROUP BY workflow_id),
 undone AS (
     UPDATE signature_workflows w
-    SET reminders_sent = coalesce(u.reminder - 1, w.reminders_sent), last_reminded_at = CASE WHEN u.reminder IS NULL THEN w.last_reminded_at ELSE (
-            SELECT min(p.created_at)
-            FROM signature_reminder_log p
-            WHERE p.workflow_id = w.id
-            AND p.kind = 'reminder'
-            AND p.sequence = u.reminder - 1) END, expiry_warned_at = CASE WHEN u.expiry_warning THEN NULL ELSE w.expiry_warned_at END, escalated_at = CASE WHEN u.escalation THEN NULL ELSE w.escalated_at END
+    SET reminders_sent = coalesce(u.reminder - 1, w.reminders_sent), last_reminded_at = CASE WHEN u.reminder IS NULL THEN w.last_reminded_at ELSE u.previous_reminded_at END, expiry_warned_at = CASE WHEN u.expiry_warning THEN NULL ELSE w.expiry_warned_at END, escalated_at = CASE WHEN u.escalation THEN NULL ELSE w.escalated_at END
     FROM per_workflow u
     WHERE w.id = u.workflow_id
     RETURNING w.id)

@@ -1,7 +1,9 @@
 -- The claims of unsent deliveries (?1 log ids, JSON array) that have nothing left: every row of
 -- their workflow, kind and sequence is among ?1 and pending. A reminder counts only while it is
--- the workflow's latest. Each is undone with release_undo and release_delete.
-SELECT DISTINCT r.workflow_id, r.kind, r.sequence
+-- the workflow's latest, and only when its rows remember the `last_reminded_at` before the claim
+-- (rows claimed before migration 0003 do not). Each is undone with release_undo and
+-- release_delete.
+SELECT DISTINCT r.workflow_id, r.kind, r.sequence, r.previous_reminded_at
 FROM signature_reminder_log r
 JOIN signature_workflows w ON w.id = r.workflow_id
 WHERE r.id IN (SELECT value
@@ -9,7 +11,7 @@ WHERE r.id IN (SELECT value
 AND r.state = 'pending'
 AND r.kind IN ('reminder', 'expiry_warning', 'escalation')
 AND w.status = 'pending'
-AND (r.kind <> 'reminder' OR w.reminders_sent = r.sequence)
+AND (r.kind <> 'reminder' OR (w.reminders_sent = r.sequence AND (r.sequence = 1 OR r.previous_reminded_at IS NOT NULL)))
 AND NOT EXISTS (
     SELECT 1
     FROM signature_reminder_log o
