@@ -7,6 +7,7 @@ mod apply;
 pub mod build;
 pub mod cache;
 pub mod context;
+pub mod delivering;
 pub mod error;
 mod events;
 pub mod leader;

@@ -150,6 +150,7 @@ async fn reconcile_policy(
     let computed = status::compute(policy, &outcome, &report.summary(), &last_schedule, &now);
     write_status(policy, &namespace, &computed, ctx).await?;
     events::announce(ctx, policy, &computed, &report, &applied.changed, &pruned).await;
+    events::announce_delivering(ctx, policy, &computed).await;
     ctx.metrics
         .policy_sections(&namespace, &policy.name_any(), &report.health());
     let wait = report
@@ -201,6 +202,7 @@ async fn report_invalid(
     );
     write_status(policy, namespace, &computed, ctx).await?;
     events::announce_invalid(ctx, policy, &computed).await;
+    events::announce_delivering(ctx, policy, &computed).await;
     let health = staleness::unmeasured_health(policy);
     ctx.metrics
         .policy_sections(namespace, &policy.name_any(), &health);
@@ -257,6 +259,7 @@ async fn report_refused(
         return status_error;
     }
     events::announce_refused(ctx, policy, &computed, &report).await;
+    events::announce_delivering(ctx, policy, &computed).await;
     ctx.metrics
         .policy_sections(namespace, &policy.name_any(), &report.health());
     error

@@ -211,6 +211,17 @@ async fn a_section_without_a_recent_success_turns_stale_once_and_recovers_with_a
                     .contains("last successful runs: reminders at ")
             );
         }),
+        // The failed run had also made Delivering False.
+        step(Method::POST, EVENTS, |b, _| {
+            assert_eq!(
+                (b["type"].as_str(), b["reason"].as_str()),
+                (Some("Normal"), Some("DeliveryRecovered"))
+            );
+            assert_eq!(
+                b["note"],
+                "the last runs completed: reminders; no run yet: timeouts"
+            );
+        }),
     ];
     let action = h.reconcile(&recovered, steps).await.unwrap();
     assert_eq!(
