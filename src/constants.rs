@@ -116,6 +116,8 @@ pub mod event {
     pub const RECOVERED: &str = "Recovered";
     // Warning: the API server refused a step; the Event's reason is the step's, the `Ready`
     // condition's: `reason::APPLY_FAILED`, `reason::PRUNE_FAILED`, `reason::RUN_NOW_FAILED`.
+    /// Warning: Kubernetes failed a worker Job, or its pod cannot start (once per Job).
+    pub const JOB_FAILED: &str = "JobFailed";
     /// Warning: the `Delivering` condition turned False.
     pub const DELIVERY_FAILING: &str = "DeliveryFailing";
     /// The `Delivering` condition turned True again.

@@ -10,6 +10,7 @@ pub mod context;
 pub mod delivering;
 pub mod error;
 mod events;
+pub mod jobs;
 pub mod leader;
 pub mod metrics;
 pub mod names;

@@ -1,6 +1,7 @@
 //! The part of a policy's status the controller owns, computed purely: `observedGeneration`, the
 //! `Ready`, `Suspended`, `Stale` and `Delivering` conditions, and each section's CronJob name and
-//! last schedule time. Workers own `lastRun` and `lastSuccessfulRunAt`; this merge patch
+//! last schedule time. Workers own `lastRun` and `lastSuccessfulRunAt` (the reflect step,
+//! [`super::jobs::reflect`], writes `lastRun` for a run Kubernetes failed); this merge patch
 //! ([`StatusPatch`]) leaves them be. `Ready` is about reconciliation only; whether runs succeed is
 //! `Stale`'s and `Delivering`'s business.
 

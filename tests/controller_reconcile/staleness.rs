@@ -60,7 +60,7 @@ fn stale_condition(
         .unwrap()
 }
 
-fn section_gauge(h: &Harness, name: &str, section: &str) -> String {
+pub(crate) fn section_gauge(h: &Harness, name: &str, section: &str) -> String {
     let prefix = format!(
         "signet_{name}{{namespace=\"enrollment\",policy=\"enrollment-agreements\",section=\"{section}\"}} "
     );
