@@ -25,6 +25,8 @@ pub const CONDITION_READY: &str = "Ready";
 pub const CONDITION_SUSPENDED: &str = "Suspended";
 /// Condition type: a section has had no successful run for too long.
 pub const CONDITION_STALE: &str = "Stale";
+/// Condition type: the last run of every enabled section completed.
+pub const CONDITION_DELIVERING: &str = "Delivering";
 
 /// Prefix of the environment variable that carries a secret value into a worker:
 /// `SIGNET_SECRET_<NAME>_<KEY>`.
@@ -89,6 +91,11 @@ pub mod reason {
     pub const RUNS_SUCCEEDING: &str = "RunsSucceeding";
     /// Stale (False): not measured, because the spec is invalid.
     pub const NOT_APPLICABLE: &str = "NotApplicable";
+    /// Delivering (True): the last run of every enabled section completed.
+    pub const LAST_RUNS_COMPLETED: &str = "LastRunsCompleted";
+    /// Delivering (False): Kubernetes failed a worker Job (its own reason is in the message).
+    /// Also the `lastRun.outcome` the controller writes for such a run.
+    pub const JOB_FAILED: &str = "JobFailed";
 }
 
 /// Event reasons.
@@ -109,6 +116,12 @@ pub mod event {
     pub const RECOVERED: &str = "Recovered";
     // Warning: the API server refused a step; the Event's reason is the step's, the `Ready`
     // condition's: `reason::APPLY_FAILED`, `reason::PRUNE_FAILED`, `reason::RUN_NOW_FAILED`.
+    /// Warning: Kubernetes failed a worker Job, or its pod cannot start (once per Job).
+    pub const JOB_FAILED: &str = "JobFailed";
+    /// Warning: the `Delivering` condition turned False.
+    pub const DELIVERY_FAILING: &str = "DeliveryFailing";
+    /// The `Delivering` condition turned True again.
+    pub const DELIVERY_RECOVERED: &str = "DeliveryRecovered";
 }
 
 /// Worker image when `--worker-image` is not given: this release of Signet's own image.

@@ -49,6 +49,7 @@ fn crd_names_scope_and_subresources() {
         columns,
         [
             "Ready",
+            "Delivering",
             "Reminders",
             "Timeout",
             "Last Reminder Run",

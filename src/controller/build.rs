@@ -148,6 +148,14 @@ pub fn labels(policy: &str, component: &str) -> BTreeMap<String, String> {
     ])
 }
 
+/// The policy named by `signet.dev/policy`, when the object is managed by Signet: what
+/// [`labels`] wrote, read back.
+pub fn managing_policy(meta: &ObjectMeta) -> Option<&str> {
+    let labels = meta.labels.as_ref()?;
+    (labels.get(LABEL_MANAGED_BY).map(String::as_str) == Some(MANAGED_BY))
+        .then(|| labels.get(LABEL_POLICY).map(String::as_str))?
+}
+
 /// The label selector matching everything owned by `policy`.
 pub fn owned_selector(policy: &str) -> String {
     format!("{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_POLICY}={policy}")

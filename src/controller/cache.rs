@@ -22,9 +22,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
-use crate::constants::{
-    ANNOTATION_DESIRED_HASH, FIELD_MANAGER, LABEL_MANAGED_BY, LABEL_POLICY, MANAGED_BY,
-};
+use super::build::managing_policy;
+use super::jobs::Troubles;
+use crate::constants::{ANNOTATION_DESIRED_HASH, FIELD_MANAGER};
 
 /// A kind whose objects the controller owns and watches.
 pub trait OwnedKind:
@@ -181,13 +181,6 @@ fn touches_what_signet_writes(entry: &ManagedFieldsEntry) -> bool {
     })
 }
 
-/// The policy named by `signet.dev/policy`, when the object is managed by Signet.
-pub fn managing_policy(meta: &ObjectMeta) -> Option<&str> {
-    let labels = meta.labels.as_ref()?;
-    (labels.get(LABEL_MANAGED_BY).map(String::as_str) == Some(MANAGED_BY))
-        .then(|| labels.get(LABEL_POLICY).map(String::as_str))?
-}
-
 /// `object` with [`ANNOTATION_DESIRED_HASH`] set to the hash of `object` as given, and the hash.
 /// The hash is SHA-256 of the object's JSON (k8s-openapi serialises fields in a fixed order and
 /// maps sorted), so it is stable across restarts and versions of the controller.
@@ -253,6 +246,8 @@ pub struct Stores {
     pub roles: Store<Owned<Role>>,
     /// Worker RoleBindings.
     pub role_bindings: Store<Owned<RoleBinding>>,
+    /// Worker Jobs and pods in trouble (see [`super::jobs`]).
+    pub troubles: Troubles,
 }
 
 /// The writing end of a store of `K`s.
@@ -268,6 +263,8 @@ pub struct Writers {
     pub roles: Writer<Role>,
     /// Worker RoleBindings.
     pub role_bindings: Writer<RoleBinding>,
+    /// Worker Jobs and pods in trouble: the same index as [`Stores::troubles`].
+    pub troubles: Troubles,
 }
 
 /// Empty stores and their writers.
@@ -276,18 +273,21 @@ pub fn stores() -> (Stores, Writers) {
     let (service_accounts, sa_writer) = reflector::store();
     let (roles, role_writer) = reflector::store();
     let (role_bindings, rb_writer) = reflector::store();
+    let troubles = Troubles::default();
     (
         Stores {
             cron_jobs,
             service_accounts,
             roles,
             role_bindings,
+            troubles: troubles.clone(),
         },
         Writers {
             cron_jobs: cron_job_writer,
             service_accounts: sa_writer,
             roles: role_writer,
             role_bindings: rb_writer,
+            troubles,
         },
     )
 }
@@ -314,6 +314,7 @@ pub fn follow<K: OwnedKind>(writer: &mut Writer<K>, event: watcher::Event<K>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::constants::{LABEL_MANAGED_BY, LABEL_POLICY, MANAGED_BY};
     use k8s_openapi::api::batch::v1::CronJobStatus;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1;
     use serde_json::json;

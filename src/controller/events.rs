@@ -1,6 +1,6 @@
 //! The events step: Kubernetes Events on transitions only (objects applied or pruned, the spec
-//! turning invalid, the API server refusing a step, a section turning stale or recovering), never
-//! one per reconcile. Publishing is best effort: a failure is logged, never fails the reconcile.
+//! turning invalid, the API server refusing a step, a section turning stale or recovering,
+//! `Delivering` turning False or True again), never one per reconcile. Publishing is best effort: a failure is logged, never fails the reconcile.
 
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Resource, ResourceExt};
@@ -8,7 +8,7 @@ use kube::{Resource, ResourceExt};
 use super::context::Context;
 use super::staleness::Report;
 use super::status::ControllerStatus;
-use crate::constants::{CONDITION_STALE, event, reason};
+use crate::constants::{CONDITION_DELIVERING, CONDITION_STALE, event, reason};
 use crate::crd::SignaturePolicy;
 
 /// A Warning when the spec turned invalid (or its problems changed); nothing when the status
@@ -142,6 +142,34 @@ async fn announce_staleness(
         )
         .await;
     }
+}
+
+/// Transitions of the `Delivering` condition: a Warning when it turns False (from True or from
+/// absent), a Normal Event when it turns True again after being False.
+pub async fn announce_delivering(
+    ctx: &Context,
+    policy: &SignaturePolicy,
+    computed: &ControllerStatus,
+) {
+    let Some(delivering) = &computed.delivering else {
+        return;
+    };
+    let was = policy
+        .status
+        .as_ref()
+        .and_then(|s| {
+            s.conditions
+                .iter()
+                .find(|c| c.type_ == CONDITION_DELIVERING)
+        })
+        .map(|c| c.status.as_str());
+    let (type_, reason) = match (was, delivering.status.as_str()) {
+        (Some("False"), "False") | (Some("True") | None, "True") => return,
+        (_, "False") => (EventType::Warning, event::DELIVERY_FAILING),
+        (_, _) => (EventType::Normal, event::DELIVERY_RECOVERED),
+    };
+    let note = delivering.message.clone();
+    publish(ctx, policy, type_, reason, "Assess", note).await;
 }
 
 /// Publishes an Event; a failure to do so is logged, never fatal.

@@ -1,8 +1,10 @@
-//! One reconcile of one policy, as a pipeline of named steps: validate (pure) → build (pure) →
-//! apply (only what is not in place) → prune → run-now → status (only when it changed) → events
-//! (on transitions). A healthy policy is looked at again after [`RESYNC`], or when a section
-//! would turn stale if that is sooner. Transient failures are retried per policy with backoff; a
-//! step the API server refuses is shown as `Ready=False` and retried at [`BACKOFF_CAP`].
+//! One reconcile of one policy, as a pipeline of named steps: reflect (runs Kubernetes failed
+//! into `lastRun`, see [`super::jobs::reflect`]) → validate (pure) → build (pure) → apply (only
+//! what is not in place) → prune → run-now → status (only when it changed) → events (on
+//! transitions). A healthy policy is looked at again after [`RESYNC`], or when a section would
+//! turn stale (or a pod's run count as failed) if that is sooner. Transient failures are retried
+//! per policy with backoff; a step the API server refuses is shown as `Ready=False` and retried
+//! at [`BACKOFF_CAP`].
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,6 +23,7 @@ pub use super::cache::Stores;
 pub use super::context::Context;
 use super::error::Error;
 use super::events;
+use super::jobs::reflect;
 use super::metrics;
 use super::names;
 use super::run_now;
@@ -117,6 +120,9 @@ async fn reconcile_policy(
         return Ok((Action::await_change(), false));
     }
     let now = Time(jiff::Timestamp::now());
+    // Every later step sees the runs Kubernetes failed as the status will show them.
+    let reflected = reflect::reflect(policy, &namespace, &now, ctx).await?;
+    let policy = reflected.policy.as_ref();
     let last_schedule = observed_schedules(policy, &namespace, ctx);
     let valid = match validate(policy) {
         Ok(valid) => valid,
@@ -150,11 +156,13 @@ async fn reconcile_policy(
     let computed = status::compute(policy, &outcome, &report.summary(), &last_schedule, &now);
     write_status(policy, &namespace, &computed, ctx).await?;
     events::announce(ctx, policy, &computed, &report, &applied.changed, &pruned).await;
+    events::announce_delivering(ctx, policy, &computed).await;
     ctx.metrics
         .policy_sections(&namespace, &policy.name_any(), &report.health());
-    let wait = report
-        .recheck_in(&now)
-        .map_or(RESYNC, |wait| wait.min(RESYNC));
+    let wait = [report.recheck_in(&now), reflected.recheck_in]
+        .into_iter()
+        .flatten()
+        .fold(RESYNC, Duration::min);
     Ok((Action::requeue(wait), true))
 }
 
@@ -201,6 +209,7 @@ async fn report_invalid(
     );
     write_status(policy, namespace, &computed, ctx).await?;
     events::announce_invalid(ctx, policy, &computed).await;
+    events::announce_delivering(ctx, policy, &computed).await;
     let health = staleness::unmeasured_health(policy);
     ctx.metrics
         .policy_sections(namespace, &policy.name_any(), &health);
@@ -257,6 +266,7 @@ async fn report_refused(
         return status_error;
     }
     events::announce_refused(ctx, policy, &computed, &report).await;
+    events::announce_delivering(ctx, policy, &computed).await;
     ctx.metrics
         .policy_sections(namespace, &policy.name_any(), &report.health());
     error

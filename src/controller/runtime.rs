@@ -1,6 +1,7 @@
 //! Running the controller: connect, check the CRD is installed, serve health and metrics, win
-//! the leader Lease, then watch policies (and what they own, by label) in every namespace or in
-//! the ones given, until SIGTERM or the Lease is lost. The Lease is released on the way out.
+//! the leader Lease, then watch policies (and what they own, by label, and the Jobs and pending
+//! pods their CronJobs start) in every namespace or in the ones given, until SIGTERM or the
+//! Lease is lost. The Lease is released on the way out.
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -9,7 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::{Stream, StreamExt, TryStreamExt};
-use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::Reporter;
@@ -21,6 +23,7 @@ use tokio::sync::watch;
 use super::build::WorkerSettings;
 use super::cache::{self, OwnedKind};
 use super::context::Context;
+use super::jobs;
 use super::leader::{LEASE_DURATION, LeaderElector, RENEW_INTERVAL};
 use super::metrics::Metrics;
 use super::reconcile::{error_policy, reconcile};
@@ -255,6 +258,17 @@ fn controller_for(
     let sa_events = owned_metadata_watch(&client, scope, &owned, writers.service_accounts);
     let role_events = owned_metadata_watch(&client, scope, &owned, writers.roles);
     let rb_events = owned_metadata_watch(&client, scope, &owned, writers.role_bindings);
+    // Jobs and pods are read for their failures only, and kept only while in trouble. Only a
+    // pending pod can be stuck: the API server sends one that leaves Pending as deleted.
+    let job_events = jobs::triggers(
+        watcher(scoped::<Job>(&client, scope), owned.clone()).default_backoff(),
+        writers.troubles.clone(),
+    );
+    let pending = owned.clone().fields("status.phase=Pending");
+    let pod_events = jobs::triggers(
+        watcher(scoped::<Pod>(&client, scope), pending).default_backoff(),
+        writers.troubles,
+    );
 
     let reporter = Reporter {
         controller: EVENT_REPORTER.into(),
@@ -283,6 +297,7 @@ fn controller_for(
             stores.service_accounts.wait_until_ready(),
             stores.roles.wait_until_ready(),
             stores.role_bindings.wait_until_ready(),
+            stores.troubles.wait_until_ready(),
         );
     });
     let running: Running = Box::pin(
@@ -291,6 +306,8 @@ fn controller_for(
             .owns_stream(sa_events)
             .owns_stream(role_events)
             .owns_stream(rb_events)
+            .watches_stream(job_events, jobs::policy_of)
+            .watches_stream(pod_events, jobs::policy_of)
             .graceful_shutdown_on(stopped(stop))
             .run(reconcile, error_policy, context)
             .for_each(|result| async move {

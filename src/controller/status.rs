@@ -1,16 +1,20 @@
 //! The part of a policy's status the controller owns, computed purely: `observedGeneration`, the
-//! `Ready`, `Suspended` and `Stale` conditions, and each section's CronJob name and last schedule
-//! time. Workers own `lastRun` and `lastSuccessfulRunAt`; the controller's merge patch
+//! `Ready`, `Suspended`, `Stale` and `Delivering` conditions, and each section's CronJob name and
+//! last schedule time. Workers own `lastRun` and `lastSuccessfulRunAt` (the reflect step,
+//! [`super::jobs::reflect`], writes `lastRun` for a run Kubernetes failed); this merge patch
 //! ([`StatusPatch`]) leaves them be. `Ready` is about reconciliation only; whether runs succeed is
-//! `Stale`'s business.
+//! `Stale`'s and `Delivering`'s business.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use serde::{Serialize, Serializer};
 
+use super::delivering;
 use super::staleness::StaleSummary;
-use crate::constants::{CONDITION_READY, CONDITION_STALE, CONDITION_SUSPENDED, reason};
+use crate::constants::{
+    CONDITION_DELIVERING, CONDITION_READY, CONDITION_STALE, CONDITION_SUSPENDED, reason,
+};
 use crate::crd::{SignaturePolicy, SignaturePolicyStatus};
 use crate::policy::Section;
 use crate::policy::validate::FieldError;
@@ -45,6 +49,8 @@ pub struct ControllerStatus {
     pub suspended: Condition,
     /// The `Stale` condition.
     pub stale: Condition,
+    /// The `Delivering` condition; `None` before any run (see [`delivering::summary`]).
+    pub delivering: Option<Condition>,
     /// Per enabled section: CronJob name and its last schedule time; disabled sections are
     /// absent. `None` when not known (an invalid spec leaves the sections as they were).
     pub sections: Option<BTreeMap<Section, (String, Option<Time>)>>,
@@ -133,6 +139,18 @@ pub fn compute(
             generation,
             now,
         ),
+        delivering: delivering::summary(policy).map(|d| {
+            let status = if d.delivering { "True" } else { "False" };
+            condition(
+                current,
+                CONDITION_DELIVERING,
+                status,
+                &d.reason,
+                d.message,
+                generation,
+                now,
+            )
+        }),
         sections,
     }
 }
@@ -189,8 +207,10 @@ fn condition(
 
 impl ControllerStatus {
     /// The conditions the controller owns, in the order they are written.
-    pub fn conditions(&self) -> [&Condition; 3] {
-        [&self.ready, &self.suspended, &self.stale]
+    pub fn conditions(&self) -> Vec<&Condition> {
+        let mut conditions = vec![&self.ready, &self.suspended, &self.stale];
+        conditions.extend(&self.delivering);
+        conditions
     }
 
     /// Whether `current` already says all of this (then nothing is written).
@@ -199,14 +219,19 @@ impl ControllerStatus {
         if current.observed_generation != self.observed_generation {
             return false;
         }
+        let owned = [
+            CONDITION_READY,
+            CONDITION_SUSPENDED,
+            CONDITION_STALE,
+            CONDITION_DELIVERING,
+        ];
         let mine: Vec<&Condition> = current
             .conditions
             .iter()
-            .filter(|c| {
-                [CONDITION_READY, CONDITION_SUSPENDED, CONDITION_STALE].contains(&c.type_.as_str())
-            })
+            .filter(|c| owned.contains(&c.type_.as_str()))
             .collect();
-        if mine.len() != 3 || !self.conditions().iter().all(|c| mine.contains(c)) {
+        let conditions = self.conditions();
+        if mine.len() != conditions.len() || !conditions.iter().all(|c| mine.contains(c)) {
             return false;
         }
         let Some(sections) = &self.sections else {
@@ -268,7 +293,7 @@ pub struct StatusPatch {
 pub struct StatusFields {
     /// `metadata.generation` reconciled.
     pub observed_generation: Option<i64>,
-    /// `Ready`, `Suspended`, `Stale`, in that order.
+    /// `Ready`, `Suspended`, `Stale`, then `Delivering` once there is a run, in that order.
     pub conditions: Vec<Condition>,
     /// `status.reminders`' controller-owned fields.
     #[serde(skip_serializing_if = "SectionPatch::is_untouched")]
@@ -326,6 +351,7 @@ impl Serialize for SectionPatch {
 mod tests {
     use super::*;
     use crate::constants::CONDITION_STALE;
+    use crate::crd::{ReminderRun, RunOutcome};
     use serde_json::json;
 
     fn at(second: i64) -> Time {
@@ -488,5 +514,90 @@ mod tests {
             ["conditions", "observedGeneration"],
             "an invalid spec leaves the sections as they are"
         );
+    }
+
+    /// `policy` after `computed` was written and a worker then reported `outcome`.
+    fn then_run(
+        mut policy: SignaturePolicy,
+        computed: &ControllerStatus,
+        outcome: RunOutcome,
+        reason: Option<&str>,
+    ) -> SignaturePolicy {
+        let status = policy.status.get_or_insert_with(Default::default);
+        status.observed_generation = computed.observed_generation;
+        status.conditions = computed.conditions().into_iter().cloned().collect();
+        let reminders = status.reminders.get_or_insert_with(Default::default);
+        reminders.cron_job = Some("p-reminders".into());
+        reminders.last_run = Some(ReminderRun {
+            job: "p-reminders-1".into(),
+            started_at: at(1),
+            finished_at: at(2),
+            outcome,
+            reason: reason.map(Into::into),
+            message: Some("m".into()),
+            due: 0,
+            sent: 0,
+            held: 0,
+            failed: 0,
+            possible_duplicates: 0,
+        });
+        policy
+    }
+
+    #[test]
+    fn the_delivering_condition_moves_its_transition_time_only_on_a_status_change() {
+        let fresh = stale(false, reason::RUNS_SUCCEEDING, "fine");
+        let first = reconciled(&policy(false), &fresh, &at(100));
+        assert_eq!(first.delivering, None, "no run, no condition");
+        assert_eq!(first.conditions().len(), 3);
+
+        let p = then_run(
+            policy(false),
+            &first,
+            RunOutcome::Failed,
+            Some("ChannelRejected"),
+        );
+        let failing = reconciled(&p, &fresh, &at(200));
+        let condition = failing.delivering.clone().unwrap();
+        assert_eq!(
+            (
+                condition.type_.as_str(),
+                condition.status.as_str(),
+                condition.reason.as_str()
+            ),
+            ("Delivering", "False", "ChannelRejected")
+        );
+        assert_eq!(condition.last_transition_time, at(200));
+        assert_eq!(failing.conditions().len(), 4);
+        assert!(
+            !failing.is_reflected_in(p.status.as_ref()),
+            "the new condition is written"
+        );
+
+        // Failing again, for another reason: the message follows, not the transition time.
+        let p = then_run(p, &failing, RunOutcome::JobFailed, Some("DeadlineExceeded"));
+        assert!(failing.is_reflected_in(p.status.as_ref()));
+        let again = reconciled(&p, &fresh, &at(300));
+        let condition = again.delivering.clone().unwrap();
+        assert_eq!(
+            (condition.status.as_str(), condition.reason.as_str()),
+            ("False", "JobFailed")
+        );
+        assert_eq!(condition.last_transition_time, at(200));
+
+        // A run completes: True, from now, and from then on.
+        let p = then_run(p, &again, RunOutcome::Succeeded, None);
+        let recovered = reconciled(&p, &fresh, &at(400));
+        let condition = recovered.delivering.clone().unwrap();
+        assert_eq!(condition.status, "True");
+        assert_eq!(condition.last_transition_time, at(400));
+        let p = then_run(p, &recovered, RunOutcome::CompletedWithFailures, None);
+        let still = reconciled(&p, &fresh, &at(500));
+        assert!(
+            still.is_reflected_in(p.status.as_ref()),
+            "another completed run writes nothing"
+        );
+        assert_eq!(still.delivering.unwrap().last_transition_time, at(400));
+        assert_eq!(still.ready.last_transition_time, at(100), "Ready untouched");
     }
 }

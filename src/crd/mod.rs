@@ -47,6 +47,11 @@ use crate::duration::Duration;
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
     ),
     printcolumn(
+        name = "Delivering",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Delivering\")].status"
+    ),
+    printcolumn(
         name = "Reminders",
         type_ = "string",
         json_path = ".spec.reminders.schedule"

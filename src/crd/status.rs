@@ -13,7 +13,7 @@ pub struct SignaturePolicyStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 
-    /// `Ready`, `Suspended` and `Stale`.
+    /// `Ready`, `Suspended`, `Stale` and `Delivering` (once a section has reported a run).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

@@ -28,8 +28,12 @@ const CONTROLLER_RULES: &[(&str, &[&str], &[&str])] = &[
     // reconcile.rs run_now: the Job's ownerReference sets blockOwnerDeletion on its CronJob,
     // which the OwnerReferencesPermissionEnforcement admission plugin allows only with this.
     ("batch", &["cronjobs/finalizers"], &["update"]),
-    // reconcile.rs run_now: jobs.create.
-    ("batch", &["jobs"], &["create"]),
+    // reconcile.rs run_now: jobs.create; runtime.rs jobs::triggers watches the worker Jobs by
+    // label (list, watch) for the runs Kubernetes failed (jobs/reflect.rs).
+    ("batch", &["jobs"], &["list", "watch", "create"]),
+    // runtime.rs jobs::triggers: the pending worker pods, by label and status.phase=Pending,
+    // for runs that cannot start.
+    ("", &["pods"], &["list", "watch"]),
     // runtime.rs owned_watch; reconcile.rs apply (get, patch, create), never deleted (owner GC).
     (
         "",

@@ -607,5 +607,6 @@ async fn a_reconciled_policy_leaves_nothing_remembered() {
 
 const BATCH_JOBS: &str = "/apis/batch/v1/namespaces/enrollment/jobs";
 
+mod jobs;
 mod refusals;
 mod staleness;

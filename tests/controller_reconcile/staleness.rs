@@ -60,7 +60,7 @@ fn stale_condition(
         .unwrap()
 }
 
-fn section_gauge(h: &Harness, name: &str, section: &str) -> String {
+pub(crate) fn section_gauge(h: &Harness, name: &str, section: &str) -> String {
     let prefix = format!(
         "signet_{name}{{namespace=\"enrollment\",policy=\"enrollment-agreements\",section=\"{section}\"}} "
     );
@@ -209,6 +209,17 @@ async fn a_section_without_a_recent_success_turns_stale_once_and_recovers_with_a
                     .as_str()
                     .unwrap()
                     .contains("last successful runs: reminders at ")
+            );
+        }),
+        // The failed run had also made Delivering False.
+        step(Method::POST, EVENTS, |b, _| {
+            assert_eq!(
+                (b["type"].as_str(), b["reason"].as_str()),
+                (Some("Normal"), Some("DeliveryRecovered"))
+            );
+            assert_eq!(
+                b["note"],
+                "the last runs completed: reminders; no run yet: timeouts"
             );
         }),
     ];

@@ -103,10 +103,16 @@ table with the call behind each rule and fails when the two differ.
 - apiGroups: ["batch"]
   resources: ["cronjobs/finalizers"]
   verbs: ["update"]
-# Manual runs (signet.dev/run-now): a Job from the CronJob's template.
+# Manual runs (signet.dev/run-now): a Job from the CronJob's template. The worker Jobs are
+# watched by label, for the runs Kubernetes fails (reflected as lastRun outcome JobFailed).
 - apiGroups: ["batch"]
   resources: ["jobs"]
-  verbs: ["create"]
+  verbs: ["list", "watch", "create"]
+# Pending worker pods, watched by label, for runs that cannot start (a missing Secret, an image
+# that cannot be pulled, no node to run on).
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list", "watch"]
 # The worker ServiceAccount: watched, verified, server-side applied.
 - apiGroups: [""]
   resources: ["serviceaccounts"]
