@@ -258,13 +258,15 @@ fn controller_for(
     let sa_events = owned_metadata_watch(&client, scope, &owned, writers.service_accounts);
     let role_events = owned_metadata_watch(&client, scope, &owned, writers.roles);
     let rb_events = owned_metadata_watch(&client, scope, &owned, writers.role_bindings);
-    // Jobs and pods are read for their failures only, and kept only while in trouble. Only a
-    // pending pod can be stuck: the API server sends one that leaves Pending as deleted.
+    // Jobs and pods are read for their failures only, and kept only while in trouble. A pending
+    // pod can be stuck, a finished one can carry a failed status write-back in its termination
+    // message; running pods are left out (the API server sends one that starts running as
+    // deleted, so a stuck pod that starts is forgotten).
     let job_events = jobs::triggers(
         watcher(scoped::<Job>(&client, scope), owned.clone()).default_backoff(),
         writers.troubles.clone(),
     );
-    let pending = owned.clone().fields("status.phase=Pending");
+    let pending = owned.clone().fields("status.phase!=Running");
     let pod_events = jobs::triggers(
         watcher(scoped::<Pod>(&client, scope), pending).default_backoff(),
         writers.troubles,

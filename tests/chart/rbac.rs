@@ -31,7 +31,7 @@ const CONTROLLER_RULES: &[(&str, &[&str], &[&str])] = &[
     // reconcile.rs run_now: jobs.create; runtime.rs jobs::triggers watches the worker Jobs by
     // label (list, watch) for the runs Kubernetes failed (jobs/reflect.rs).
     ("batch", &["jobs"], &["list", "watch", "create"]),
-    // runtime.rs jobs::triggers: the pending worker pods, by label and status.phase=Pending,
+    // runtime.rs jobs::triggers: the worker pods that are not running, by label and status.phase!=Running,
     // for runs that cannot start.
     ("", &["pods"], &["list", "watch"]),
     // runtime.rs owned_watch; reconcile.rs apply (get, patch, create), never deleted (owner GC).

@@ -487,3 +487,113 @@ async fn a_workers_own_report_wins_and_a_completed_run_turns_delivering_true() {
         "0"
     );
 }
+
+/// The timeouts Job's pod, finished, whose worker could not write its status (403: the pods'
+/// ServiceAccount may not patch it) and said so in its termination message.
+fn unreported_pod() -> Pod {
+    let summary = r#"{"timedOut":3,"sent":3,"failed":0,"outcome":"Succeeded","statusWriteFailed":"Forbidden"}"#;
+    serde_json::from_value(json!({
+        "metadata": {"name": format!("{TIMEOUTS_JOB}-m2v8c"), "namespace": "enrollment",
+            "labels": labels("timeouts", TIMEOUTS_JOB), "creationTimestamp": ago(2 * MINUTE),
+            "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": TIMEOUTS_JOB,
+                "uid": "j", "controller": true}]},
+        "spec": {"containers": [{"name": "worker"}]},
+        "status": {"phase": "Succeeded", "containerStatuses": [{"name": "worker", "ready": false,
+            "restartCount": 0, "image": "registry.example/signet:1", "imageID": "",
+            "state": {"terminated": {"exitCode": 0, "reason": "Completed", "message": summary,
+                "finishedAt": ago(MINUTE)}}}]},
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_worker_refused_its_status_write_is_reported_by_the_controller() {
+    let mut h = harness();
+    let policy = with_reconciled_status(policy("full.yaml"));
+    h.observe(&policy);
+    // A finished pod whose worker wrote its status is no trouble.
+    let mut reported = unreported_pod();
+    reported
+        .status
+        .as_mut()
+        .unwrap()
+        .container_statuses
+        .as_mut()
+        .unwrap()[0]
+        .state
+        .as_mut()
+        .unwrap()
+        .terminated
+        .as_mut()
+        .unwrap()
+        .message = Some(r#"{"outcome":"Succeeded","sent":3}"#.into());
+    h.writers.troubles.follow(&watcher::Event::Apply(reported));
+    h.reconcile(&policy, vec![]).await.unwrap();
+
+    h.writers
+        .troubles
+        .follow(&watcher::Event::Apply(unreported_pod()));
+    let pod_name = format!("{TIMEOUTS_JOB}-m2v8c");
+    let written = Written::default();
+    let (reflect, status) = (written.clone(), written.clone());
+    let steps = vec![
+        step(
+            Method::PATCH,
+            const_format(POLICIES, "/enrollment-agreements/status"),
+            move |b, _| {
+                let run = &b["status"]["timeouts"]["lastRun"];
+                assert_eq!(run["job"], TIMEOUTS_JOB);
+                assert_eq!(run["outcome"], "JobFailed");
+                assert_eq!(run["reason"], "StatusWriteFailed");
+                let message = run["message"].as_str().unwrap();
+                assert!(
+                    message.starts_with(&format!(
+                        "pod {pod_name}: the worker's run ended Succeeded (3 sent) but it could not write this status: the API server answered Forbidden"
+                    )),
+                    "{message}"
+                );
+                assert!(
+                    message.contains("jobTemplate.serviceAccountName"),
+                    "{message}"
+                );
+                reflect.keep(b);
+            },
+        ),
+        step(Method::POST, EVENTS, |b, _| {
+            assert_eq!(
+                (b["type"].as_str(), b["reason"].as_str()),
+                (Some("Warning"), Some("JobFailed"))
+            );
+            let note = b["note"].as_str().unwrap();
+            assert!(note.contains("could not report"), "{note}");
+            assert!(note.contains("StatusWriteFailed"), "{note}");
+        }),
+        step(
+            Method::PATCH,
+            const_format(POLICIES, "/enrollment-agreements/status"),
+            move |b, _| {
+                let condition = delivering(b);
+                assert_eq!(
+                    (condition["status"].as_str(), condition["reason"].as_str()),
+                    (Some("False"), Some("JobFailed"))
+                );
+                assert!(
+                    condition["message"]
+                        .as_str()
+                        .unwrap()
+                        .contains("StatusWriteFailed"),
+                    "{condition}"
+                );
+                status.keep(b);
+            },
+        ),
+        step(Method::POST, EVENTS, |b, _| {
+            assert_eq!(b["reason"], "DeliveryFailing");
+        }),
+    ];
+    h.reconcile(&policy, steps).await.unwrap();
+    assert_eq!(section_gauge(&h, "policy_last_run_failed", "timeouts"), "1");
+    // Reflected once: the next reconcile of what was written sends nothing.
+    let seen = written.applied_to(&policy);
+    h.reconcile(&seen, vec![]).await.unwrap();
+}

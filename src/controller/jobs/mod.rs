@@ -50,7 +50,13 @@ pub enum Cause {
     /// The pod's `PodScheduled` condition is False; a failure once it has been so for
     /// [`UNSCHEDULABLE_AFTER`].
     Unschedulable,
+    /// The worker finished, but its status write-back failed (its termination message says
+    /// `statusWriteFailed`): the run is lost to the status unless reported here.
+    ReportFailed,
 }
+
+/// Reason of a run whose worker could not write its status.
+pub const STATUS_WRITE_FAILED: &str = "StatusWriteFailed";
 
 /// One worker run in trouble: what the index keeps of a failed Job or a stuck pod.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -86,7 +92,7 @@ impl Trouble {
                 let grace = SignedDuration::try_from(UNSCHEDULABLE_AFTER).ok()?;
                 since.checked_add(grace).ok()
             }
-            Cause::JobFailed | Cause::ContainerStuck => Some(since),
+            Cause::JobFailed | Cause::ContainerStuck | Cause::ReportFailed => Some(since),
         }
     }
 }
@@ -117,9 +123,13 @@ pub fn job_trouble(job: &Job) -> Option<Trouble> {
     })
 }
 
-/// The trouble of a worker pod: its worker container stuck waiting, or the pod unschedulable.
+/// The trouble of a worker pod: its worker container stuck waiting, the pod unschedulable, or
+/// the worker finished without writing its status.
 pub fn pod_trouble(pod: &Pod) -> Option<Trouble> {
     let status = pod.status.as_ref()?;
+    if let Some(unreported) = report_trouble(pod) {
+        return Some(unreported);
+    }
     let waiting = status
         .container_statuses
         .iter()
@@ -171,6 +181,45 @@ pub fn pod_trouble(pod: &Pod) -> Option<Trouble> {
         message: bounded(message),
         started: pod.metadata.creation_timestamp.clone(),
         since,
+    })
+}
+
+/// A finished worker whose status write-back failed: its termination message (the run's
+/// summary line) carries `statusWriteFailed`, the API server's reason (`Forbidden`: the pods'
+/// ServiceAccount may not patch the policy's status).
+fn report_trouble(pod: &Pod) -> Option<Trouble> {
+    let terminated = pod
+        .status
+        .as_ref()?
+        .container_statuses
+        .iter()
+        .flatten()
+        .find(|c| c.name == WORKER_CONTAINER)?
+        .state
+        .as_ref()?
+        .terminated
+        .as_ref()?;
+    let summary: serde_json::Value = serde_json::from_str(terminated.message.as_deref()?).ok()?;
+    let failed = summary.get("statusWriteFailed")?.as_str()?;
+    let outcome = summary["outcome"].as_str().unwrap_or("unknown");
+    let sent = summary["sent"].as_u64().unwrap_or_default();
+    let message = format!(
+        "the worker's run ended {outcome} ({sent} sent) but it could not write this status: the \
+         API server answered {failed}; the pods' ServiceAccount needs patch on \
+         signaturepolicies/status (see jobTemplate.serviceAccountName)"
+    );
+    let (namespace, policy, section) = owner(&pod.metadata)?;
+    Some(Trouble {
+        namespace,
+        policy,
+        section,
+        job: pod_job(&pod.metadata)?.into(),
+        pod: Some(pod.metadata.name.as_deref()?.into()),
+        cause: Cause::ReportFailed,
+        reason: STATUS_WRITE_FAILED.into(),
+        message: bounded(&message),
+        started: pod.metadata.creation_timestamp.clone(),
+        since: terminated.finished_at.clone(),
     })
 }
 

@@ -295,6 +295,7 @@ async fn announce(
             "cannot run: pod {pod} could not be scheduled for {}m",
             UNSCHEDULABLE_AFTER.as_secs() / 60
         ),
+        (Some(pod), Cause::ReportFailed) => format!("could not report: pod {pod}"),
         (Some(pod), _) => format!("cannot run: pod {pod} cannot start"),
     };
     let mut note = format!(
