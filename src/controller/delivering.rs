@@ -78,18 +78,6 @@ pub fn enabled_sections(policy: &SignaturePolicy) -> Vec<Section> {
         .collect()
 }
 
-/// The name an outcome has in the status (its serde name), for reasons and messages.
-pub fn outcome_name(outcome: RunOutcome) -> &'static str {
-    match outcome {
-        RunOutcome::Succeeded => "Succeeded",
-        RunOutcome::CompletedWithFailures => "CompletedWithFailures",
-        RunOutcome::Failed => "Failed",
-        RunOutcome::ConfigError => "ConfigError",
-        RunOutcome::Interrupted => "Interrupted",
-        RunOutcome::JobFailed => "JobFailed",
-    }
-}
-
 /// The `Delivering` condition of `policy`; `None` while no enabled section has reported a run.
 pub fn summary(policy: &SignaturePolicy) -> Option<DeliveringSummary> {
     let status = policy.status.as_ref();
@@ -145,7 +133,7 @@ fn condition_reason(run: &RunView<'_>) -> String {
     }
     match run.reason {
         Some(reason) if is_condition_reason(reason) => reason.into(),
-        _ => outcome_name(run.outcome).into(),
+        _ => run.outcome.as_str().into(),
     }
 }
 
@@ -171,7 +159,7 @@ fn failure_line(section: Section, run: &RunView<'_>) -> String {
         "{}: Job {} ended {}",
         section.as_str(),
         run.job,
-        outcome_name(run.outcome)
+        run.outcome.as_str()
     );
     if let Some(reason) = run.reason.filter(|r| !r.is_empty()) {
         line.push_str(&format!(" ({reason})"));

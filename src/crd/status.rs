@@ -89,6 +89,18 @@ pub enum RunOutcome {
 }
 
 impl RunOutcome {
+    /// The outcome's name in the status (its serde name), for reasons, messages and labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunOutcome::Succeeded => "Succeeded",
+            RunOutcome::CompletedWithFailures => "CompletedWithFailures",
+            RunOutcome::Failed => "Failed",
+            RunOutcome::ConfigError => "ConfigError",
+            RunOutcome::Interrupted => "Interrupted",
+            RunOutcome::JobFailed => "JobFailed",
+        }
+    }
+
     /// Whether a run with this outcome handled what was due (`Succeeded`,
     /// `CompletedWithFailures`).
     pub fn completed(self) -> bool {

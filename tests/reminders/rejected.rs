@@ -68,6 +68,22 @@ fn sends(h: &Harness, path: &str) -> Vec<(String, i64)> {
     sends
 }
 
+/// One run whose first page holds every due workflow, so each due notice is claimed before
+/// any send (with small pages, those after the breaker opened are never claimed at all).
+async fn run_in_one_page(h: &Harness, spec: &signet::crd::SignaturePolicySpec) -> RunSummary {
+    let channels = h.channels(spec);
+    let policy = signet::policy::Policy::parse(spec).unwrap();
+    let one_page = signet::worker::RunOptions {
+        batch_size: 100,
+        ..options()
+    };
+    Run::new(&policy, &channels, one_page)
+        .unwrap()
+        .send_reminders(&h.store)
+        .await
+        .unwrap()
+}
+
 fn rows_of<'a>(log: &'a [LogRow], channel: &str) -> Vec<&'a LogRow> {
     log.iter().filter(|r| r.channel == channel).collect()
 }
@@ -216,17 +232,7 @@ async fn an_only_channel_that_rejects_leaves_the_workflows_as_they_were(h: &Harn
 
     // One page, so every due notice is claimed before the breaker opens (with small pages the
     // later ones are never claimed at all) and each claim must be undone.
-    let channels = h.channels(&spec);
-    let policy = signet::policy::Policy::parse(&spec).unwrap();
-    let one_page = signet::worker::RunOptions {
-        batch_size: 100,
-        ..options()
-    };
-    let first = Run::new(&policy, &channels, one_page)
-        .unwrap()
-        .send_reminders(&h.store)
-        .await
-        .unwrap();
+    let first = run_in_one_page(h, &spec).await;
     assert_eq!(first.outcome(), RunOutcome::Failed, "{first:?}");
     // Six reminders and two expiry warnings (4 and 3.3 days of 5 gone).
     assert_eq!(first.deliveries.sent, 0, "{first:?}");
@@ -299,17 +305,7 @@ async fn an_undone_second_reminder_gets_its_last_reminded_at_back(h: &Harness) {
     for seed in &seeds {
         before.push(testing::workflow(&h.store, seed.id).await.unwrap());
     }
-    let channels = h.channels(&spec);
-    let policy = signet::policy::Policy::parse(&spec).unwrap();
-    let one_page = signet::worker::RunOptions {
-        batch_size: 100,
-        ..options()
-    };
-    let first = Run::new(&policy, &channels, one_page)
-        .unwrap()
-        .send_reminders(&h.store)
-        .await
-        .unwrap();
+    let first = run_in_one_page(h, &spec).await;
     assert_eq!(first.outcome(), RunOutcome::Failed, "{first:?}");
     assert_eq!(
         (first.deliveries.sent, first.deliveries.released),

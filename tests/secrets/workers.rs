@@ -59,12 +59,7 @@ async fn send_reminders_never_shows_a_secret() {
             // channels when nothing listens): the Job fails and says which.
             assert_eq!(code, Some(1), "{what}: {stdout}");
             assert_eq!(line["reason"], "ChannelRejected", "{what}: {line}");
-            let rejected: Vec<&str> = line["rejectedChannels"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|r| r["channel"].as_str().unwrap())
-                .collect();
+            let rejected = rejected_channels(&line);
             match scenario {
                 Sink::Refuses => assert_eq!(rejected, ["hook", "mail", "ops", "smtp"], "{what}"),
                 _ => assert_eq!(rejected, ["smtp"], "{what}: {line}"),
@@ -151,12 +146,7 @@ async fn check_timeouts_never_shows_a_secret_in_status_termination_message_or_pu
         // Slack is unreachable and SMTP has no STARTTLS: both reject the run, which fails.
         assert_eq!(*code, Some(1), "{what}: {stdout}");
         let line = summary(stdout);
-        let rejected: Vec<&str> = line["rejectedChannels"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r["channel"].as_str().unwrap())
-            .collect();
+        let rejected = rejected_channels(&line);
         assert_eq!(rejected, ["ops", "smtp"], "{what}: {line}");
         assert_eq!(
             (&line["timedOut"], &line["sent"]),
@@ -186,4 +176,14 @@ async fn check_timeouts_never_shows_a_secret_in_status_termination_message_or_pu
     }
     assert!(check_log_table(what, &store).await >= 4);
     store.close().await;
+}
+
+/// The channels a summary line says rejected the run.
+fn rejected_channels(line: &serde_json::Value) -> Vec<&str> {
+    line["rejectedChannels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["channel"].as_str().unwrap())
+        .collect()
 }

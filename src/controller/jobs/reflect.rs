@@ -17,7 +17,7 @@ use serde::Serialize;
 use super::{Cause, Trouble, UNSCHEDULABLE_AFTER};
 use crate::constants::event;
 use crate::controller::context::Context;
-use crate::controller::delivering::{RunView, enabled_sections, last_run, outcome_name};
+use crate::controller::delivering::{RunView, enabled_sections, last_run};
 use crate::controller::error::Error;
 use crate::crd::{
     ReminderRun, RemindersStatus, RunOutcome, SignaturePolicy, SignaturePolicyStatus, TimeoutRun,
@@ -310,7 +310,7 @@ async fn announce(
     if let Some(run) = worker {
         note.push_str(&format!(
             "; its worker reported the run itself ({}), which the status keeps",
-            outcome_name(run.outcome)
+            run.outcome.as_str()
         ));
     }
     let job = ObjectReference {

@@ -10,7 +10,6 @@ use prometheus_client::registry::Registry;
 
 use super::termination::truncate;
 use super::{PolicyRef, ReportError, SectionRun};
-use crate::crd::RunOutcome;
 use crate::notify::HttpTimeouts;
 
 /// Timeouts of the Pushgateway request.
@@ -60,7 +59,7 @@ pub fn encode_metrics(run: &SectionRun) -> String {
     );
     let outcome = Family::<Vec<(&'static str, &'static str)>, Gauge>::default();
     outcome
-        .get_or_create(&vec![("outcome", outcome_name(run.outcome()))])
+        .get_or_create(&vec![("outcome", run.outcome().as_str())])
         .set(1);
     registry.register(
         "signet_worker_run_outcome",
@@ -88,17 +87,6 @@ pub fn encode_metrics(run: &SectionRun) -> String {
         .expect("writing to a String cannot fail");
     // OpenMetrics' end marker is not part of the Prometheus text format the Pushgateway takes.
     text.strip_suffix("# EOF\n").unwrap_or(&text).to_owned()
-}
-
-fn outcome_name(outcome: RunOutcome) -> &'static str {
-    match outcome {
-        RunOutcome::Succeeded => "Succeeded",
-        RunOutcome::CompletedWithFailures => "CompletedWithFailures",
-        RunOutcome::Failed => "Failed",
-        RunOutcome::ConfigError => "ConfigError",
-        RunOutcome::Interrupted => "Interrupted",
-        RunOutcome::JobFailed => "JobFailed",
-    }
 }
 
 /// The Pushgateway grouping URL of a run:

@@ -52,6 +52,7 @@ fn trouble(job: &str, cause: Cause, started: i64, since: Option<i64>) -> Trouble
             Cause::JobFailed => "BackoffLimitExceeded",
             Cause::ContainerStuck => "CreateContainerConfigError",
             Cause::Unschedulable => "Unschedulable",
+            Cause::ReportFailed => "StatusWriteFailed",
         }
         .into(),
         message: "m".into(),
