@@ -208,7 +208,13 @@ async fn a_cron_job_the_api_server_finds_invalid_is_reported_once_and_retried_at
         }),
     ];
     let action = h.reconcile(&reported, steps).await.unwrap();
-    assert_eq!(action, Action::requeue(Duration::from_secs(3600)));
+    // A healthy policy's requeue: the hour's resync, or sooner when a section would turn stale
+    // (with `*/15` reminders, never within 30 minutes); the cap's backoff is gone.
+    let delay = requeue::requeue_after(&action).expect("a requeue");
+    assert!(
+        (Duration::from_secs(30 * 60)..=Duration::from_secs(3600)).contains(&delay),
+        "{action:?}"
+    );
     assert_metric(&h, "signet_policies{ready=\"true\"} 1");
     assert_eq!(h.ctx.remembered_policies(), 0, "the failures are forgotten");
 }
