@@ -7,14 +7,18 @@
 //! Measured: write requests per policy on the first reconcile and on a no-op resync, reconciles
 //! per second, no-op reconcile latency (p50, p99), and the process's peak resident memory (the
 //! controller's peak RSS at N policies: its stores hold what it remembers of every owned object
-//! the watches deliver).
+//! the watches deliver). Then every section's run fails as a Job: what the index of runs in
+//! trouble holds (heap bytes, counted by this binary's allocator, before and after the Job watch
+//! delivers them: resident memory moves too little and too noisily to tell) and the writes of
+//! reflecting them.
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicIsize, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use http::{Method, Request, Response};
-use k8s_openapi::api::batch::v1::CronJobStatus;
+use k8s_openapi::api::batch::v1::{CronJobStatus, Job};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry, Time};
 use kube::Client;
 use kube::client::Body;
@@ -31,6 +35,35 @@ use signet::controller::status::{self, Outcome};
 use signet::crd::SignaturePolicy;
 use signet::manifests::parse_documents;
 use signet::policy::ValidPolicy;
+
+/// The system allocator, counting the bytes currently allocated.
+struct Counting;
+
+static ALLOCATED: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: every call is passed on to `System` unchanged; only a counter is added.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATED.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        ALLOCATED.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATED.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
 
 #[derive(Default)]
 struct Counts {
@@ -134,6 +167,24 @@ fn peak_rss_mib() -> f64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0.0);
     kib / 1024.0
+}
+
+/// A Job of `cron_job` that Kubernetes failed, as the Job watch delivers it.
+fn failed_job(cron_job: &Value) -> Job {
+    let name = format!(
+        "{}-29400000",
+        cron_job["metadata"]["name"].as_str().unwrap()
+    );
+    let mut labels = cron_job["metadata"]["labels"].clone();
+    labels["batch.kubernetes.io/job-name"] = json!(name);
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": "bench", "labels": labels},
+        "status": {"startTime": "2026-09-21T14:00:01Z", "failed": 3, "conditions": [
+            {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                "message": "Job has reached the specified backoff limit",
+                "lastTransitionTime": "2026-09-21T14:05:02Z"}]},
+    }))
+    .unwrap()
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -285,6 +336,38 @@ async fn main() {
     let restart_writes = counts.writes.swap(0, Ordering::Relaxed);
     let restart_reads = counts.reads.swap(0, Ordering::Relaxed);
 
+    let peak = peak_rss_mib();
+    // 5. Every section's last run failed as a Job: the Job watch delivers them, then each
+    //    policy is reconciled once (a lastRun write, an Event per Job, the status, an Event).
+    let failed_jobs: Vec<Job> = observed
+        .iter()
+        .flat_map(|policy| {
+            let desired = build::desired(&ValidPolicy::new(policy).unwrap(), &settings);
+            let cron_jobs = desired.cron_jobs.into_iter();
+            cron_jobs.map(|(_, cron_job)| failed_job(&serde_json::to_value(cron_job).unwrap()))
+        })
+        .collect();
+    // What the index keeps of them: the heap bytes still allocated once each Job is dropped.
+    let sections = failed_jobs.len();
+    let job_bytes: usize = failed_jobs
+        .iter()
+        .map(|j| serde_json::to_vec(j).unwrap().len())
+        .sum();
+    let before = ALLOCATED.load(Ordering::Relaxed);
+    for job in &failed_jobs {
+        // The watch's event: a copy, dropped once followed.
+        writers.troubles.follow(&watcher::Event::Apply(job.clone()));
+    }
+    let troubled = writers.troubles.len();
+    let index_bytes = ALLOCATED.load(Ordering::Relaxed) - before;
+    drop(failed_jobs);
+    for policy in observed.iter() {
+        reconcile(Arc::new(policy.clone()), ctx.clone())
+            .await
+            .expect("reconcile");
+    }
+    let trouble_writes = counts.writes.swap(0, Ordering::Relaxed);
+    let trouble_reads = counts.reads.swap(0, Ordering::Relaxed);
     println!("reconcile benchmark: {count} policies like examples/{example}");
     println!(
         "  first reconcile:   {:>9.0} reconciles/s, {:.2} write requests per policy",
@@ -311,7 +394,15 @@ async fn main() {
     );
     println!(
         "  peak RSS:          {:.1} MiB at {count} policies (whole process: the policies as the controller caches them, the owned-object stores)",
-        peak_rss_mib()
+        peak
+    );
+    println!(
+        "  failed Jobs:       {troubled} kept in {:.1} MiB of heap ({:.0} bytes each; {:.0} bytes of JSON each as delivered); reflecting them: {:.2} write and {:.2} read requests per policy",
+        index_bytes as f64 / 1_048_576.0,
+        index_bytes as f64 / troubled.max(1) as f64,
+        job_bytes as f64 / troubled.max(1) as f64,
+        trouble_writes as f64 / count as f64,
+        trouble_reads as f64 / count as f64
     );
     assert_eq!(
         noop_writes + noop_reads,
@@ -323,4 +414,5 @@ async fn main() {
         0,
         "a resync after a restart sends nothing either"
     );
+    assert_eq!(troubled, sections, "one failed Job per section");
 }
