@@ -33,6 +33,8 @@ pub struct RunView<'a> {
     pub message: Option<&'a str>,
     /// `startedAt`.
     pub started_at: &'a Time,
+    /// `finishedAt`.
+    pub finished_at: &'a Time,
 }
 
 /// `status.<section>.lastRun`, if any.
@@ -50,6 +52,7 @@ pub fn last_run(status: Option<&SignaturePolicyStatus>, section: Section) -> Opt
                 reason: r.reason.as_deref(),
                 message: r.message.as_deref(),
                 started_at: &r.started_at,
+                finished_at: &r.finished_at,
             }),
         Section::Timeouts => status
             .timeouts
@@ -62,6 +65,7 @@ pub fn last_run(status: Option<&SignaturePolicyStatus>, section: Section) -> Opt
                 reason: r.reason.as_deref(),
                 message: r.message.as_deref(),
                 started_at: &r.started_at,
+                finished_at: &r.finished_at,
             }),
     }
 }

@@ -322,7 +322,6 @@ impl PgStore {
         let ids: Vec<i64> = unsent.iter().map(|(id, _)| *id).collect();
         let reasons: Vec<&str> = unsent.iter().map(|(_, f)| f.reason).collect();
         let errors: Vec<&str> = unsent.iter().map(|(_, f)| f.error.as_str()).collect();
-        let failed = Error::query("giving back unsent deliveries");
         let mut tx = self
             .pool
             .begin()
@@ -342,7 +341,9 @@ impl PgStore {
             .await
             .map_err(Error::query("giving back unsent deliveries"))?
             .rows_affected();
-        tx.commit().await.map_err(failed)?;
+        tx.commit()
+            .await
+            .map_err(Error::query("giving back unsent deliveries"))?;
         Ok(Released { undone, kept })
     }
 

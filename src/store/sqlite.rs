@@ -339,7 +339,6 @@ impl SqliteStore {
     }
 
     pub(super) async fn release(&self, unsent: &[(i64, Failure)]) -> Result<Released> {
-        let failed = Error::query("giving back unsent deliveries");
         let ids: Vec<i64> = unsent.iter().map(|(id, _)| *id).collect();
         let mut tx = self
             .pool
@@ -384,7 +383,9 @@ impl SqliteStore {
                 .map_err(Error::query("giving back unsent deliveries"))?
                 .rows_affected();
         }
-        tx.commit().await.map_err(failed)?;
+        tx.commit()
+            .await
+            .map_err(Error::query("giving back unsent deliveries"))?;
         Ok(released)
     }
 

@@ -181,7 +181,7 @@ pub struct RunSummary {
 }
 
 impl RunSummary {
-    /// `Succeeded` or `CompletedWithFailures`, as in the policy's status.
+    /// How the run ended, as in the policy's status ([`DeliveryCounts::outcome`]).
     pub fn outcome(&self) -> crate::crd::RunOutcome {
         self.deliveries.outcome()
     }

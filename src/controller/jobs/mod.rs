@@ -169,6 +169,18 @@ pub fn pod_trouble(pod: &Pod) -> Option<Trouble> {
             )
         }
     };
+    pod_trouble_of(pod, cause, reason, message, since)
+}
+
+/// The trouble of `pod`'s run: its policy, section and Job from its labels, begun when the pod
+/// was created.
+fn pod_trouble_of(
+    pod: &Pod,
+    cause: Cause,
+    reason: &str,
+    message: &str,
+    since: Option<Time>,
+) -> Option<Trouble> {
     let (namespace, policy, section) = owner(&pod.metadata)?;
     Some(Trouble {
         namespace,
@@ -208,19 +220,13 @@ fn report_trouble(pod: &Pod) -> Option<Trouble> {
          API server answered {failed}; the pods' ServiceAccount needs patch on \
          signaturepolicies/status (see jobTemplate.serviceAccountName)"
     );
-    let (namespace, policy, section) = owner(&pod.metadata)?;
-    Some(Trouble {
-        namespace,
-        policy,
-        section,
-        job: pod_job(&pod.metadata)?.into(),
-        pod: Some(pod.metadata.name.as_deref()?.into()),
-        cause: Cause::ReportFailed,
-        reason: STATUS_WRITE_FAILED.into(),
-        message: bounded(&message),
-        started: pod.metadata.creation_timestamp.clone(),
-        since: terminated.finished_at.clone(),
-    })
+    pod_trouble_of(
+        pod,
+        Cause::ReportFailed,
+        STATUS_WRITE_FAILED,
+        &message,
+        terminated.finished_at.clone(),
+    )
 }
 
 /// The policy whose CronJob started `object` (a Job or a pod), from its labels.

@@ -27,6 +27,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
 use super::build::{Desired, defaults};
+use super::delivering::last_run;
 use super::metrics::{CHANNEL_REJECTED, SectionHealth};
 use crate::constants::{LABEL_POLICY, reason};
 use crate::crd::{RunOutcome, SignaturePolicy, SignaturePolicyStatus};
@@ -166,31 +167,12 @@ pub struct LastRun {
 impl LastRun {
     /// What `status.<section>.lastRun` says, if anything.
     pub fn of(status: Option<&SignaturePolicyStatus>, section: Section) -> Option<LastRun> {
-        let status = status?;
-        match section {
-            Section::Reminders => status
-                .reminders
-                .as_ref()?
-                .last_run
-                .as_ref()
-                .map(|r| LastRun {
-                    outcome: r.outcome,
-                    finished_at: r.finished_at.0,
-                    job: r.job.clone(),
-                    reason: r.reason.clone(),
-                }),
-            Section::Timeouts => status
-                .timeouts
-                .as_ref()?
-                .last_run
-                .as_ref()
-                .map(|r| LastRun {
-                    outcome: r.outcome,
-                    finished_at: r.finished_at.0,
-                    job: r.job.clone(),
-                    reason: r.reason.clone(),
-                }),
-        }
+        last_run(status, section).map(|r| LastRun {
+            outcome: r.outcome,
+            finished_at: r.finished_at.0,
+            job: r.job.to_owned(),
+            reason: r.reason.map(str::to_owned),
+        })
     }
 
     /// Whether the run failed as a whole (`Failed`, `ConfigError`, `Interrupted`, `JobFailed`).
